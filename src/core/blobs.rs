@@ -1,0 +1,150 @@
+//! Reading, deleting and mounting blobs.
+
+use super::{Error, Registry, Result};
+use crate::db::{blobs, repos};
+use crate::oci::{Digest, RepoName};
+
+/// An open blob, positioned for the requested range.
+pub struct BlobRead {
+    pub size: u64,
+    /// `Some((start, end))`, inclusive, when a range was asked for.
+    pub range: Option<(u64, u64)>,
+    pub file: tokio::fs::File,
+}
+
+impl Registry {
+    /// The size of a blob the repository may serve.
+    pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        let (r, d) = (repo.to_string(), digest.to_string());
+        self.db
+            .read(move |c| blobs::linked_size(c, &r, &d).map_err(Error::from))
+            .await?
+            .ok_or(Error::BlobUnknown)
+    }
+
+    /// Open a blob for reading, with an optional `Range` header value.
+    pub async fn open_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<&str>,
+    ) -> Result<BlobRead> {
+        use tokio::io::AsyncSeekExt;
+        let size = self.blob_size(repo, digest).await?;
+        let range = match range {
+            None => None,
+            Some(h) => Some(parse_range(h, size).ok_or(Error::BlobRange { size })?),
+        };
+        let mut file = match self.store.open_blob(digest).await {
+            Ok(f) => f,
+            // Linked in the database but gone from disk: report it as absent, loudly.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::error!(%digest, "blob is in the database but its file is missing");
+                return Err(Error::BlobUnknown);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some((start, _)) = range {
+            file.seek(std::io::SeekFrom::Start(start)).await?;
+        }
+        Ok(BlobRead { size, range, file })
+    }
+
+    /// Remove a blob from a repository (the file goes when nothing references it).
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        let (r, d) = (repo.to_string(), digest.to_string());
+        let removed = self
+            .db
+            .write(move |tx| {
+                let Some(id) = repos::find(tx, &r)? else {
+                    return Ok(false);
+                };
+                Ok::<_, Error>(blobs::unlink(tx, id, &d)?)
+            })
+            .await?;
+        if removed {
+            Ok(())
+        } else {
+            Err(Error::BlobUnknown)
+        }
+    }
+
+    /// Link a blob of `from` into `repo` without moving bytes. `false` when `from` does not
+    /// hold it (the caller then opens an ordinary upload).
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        from: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool> {
+        let (r, f, d, now) = (
+            repo.to_string(),
+            from.to_string(),
+            digest.to_string(),
+            self.now(),
+        );
+        self.db
+            .write(move |tx| {
+                if blobs::linked_size(tx, &f, &d)?.is_none() {
+                    return Ok(false);
+                }
+                let id = repos::ensure(tx, &r, now)?;
+                blobs::link(tx, id, &d, now)?;
+                Ok::<_, Error>(true)
+            })
+            .await
+    }
+}
+
+/// Parse a single `bytes=` range against a blob of `size` bytes; `None` if unsatisfiable.
+/// Forms: `bytes=a-b`, `bytes=a-`, `bytes=-n` (the last n bytes).
+pub(crate) fn parse_range(h: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = h.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') || size == 0 {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    let (start, end) = if a.is_empty() {
+        let n: u64 = b.parse().ok()?;
+        if n == 0 {
+            return None;
+        }
+        (size.saturating_sub(n), size - 1)
+    } else {
+        let start: u64 = a.parse().ok()?;
+        let end = if b.is_empty() {
+            size - 1
+        } else {
+            b.parse::<u64>().ok()?.min(size - 1)
+        };
+        (start, end)
+    };
+    (start <= end && start < size).then_some((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-1000", 100), Some((0, 99)));
+        assert_eq!(parse_range("bytes=50-1000", 100), Some((50, 99)));
+        for bad in [
+            "bytes=100-",
+            "bytes=5-1",
+            "bytes=-0",
+            "items=0-1",
+            "bytes=0-1,3-4",
+            "bytes=x-1",
+            "0-1",
+        ] {
+            assert_eq!(parse_range(bad, 100), None, "{bad}");
+        }
+        assert_eq!(parse_range("bytes=0-0", 0), None);
+    }
+}

@@ -1,0 +1,43 @@
+//! The domain error of `core`. The HTTP layer maps it to the spec's codes in one place.
+
+use crate::db::DbError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid repository name")]
+    NameInvalid,
+    #[error("repository name not known to registry")]
+    NameUnknown,
+    #[error("invalid tag")]
+    TagInvalid,
+    #[error("{0}")]
+    DigestInvalid(String),
+    #[error("blob unknown to registry")]
+    BlobUnknown,
+    #[error("blob upload unknown to registry")]
+    UploadUnknown,
+    #[error("{0}")]
+    UploadInvalid(String),
+    /// A chunk that does not start where the upload stands (`len` bytes received).
+    #[error("chunk is out of order: the upload holds {len} bytes")]
+    UploadRange { len: u64 },
+    /// A blob `Range` request outside the blob.
+    #[error("requested range not satisfiable")]
+    BlobRange { size: u64 },
+    #[error("{0}")]
+    SizeInvalid(String),
+    #[error("{0}")]
+    ManifestInvalid(String),
+    #[error("manifest unknown to registry")]
+    ManifestUnknown,
+    #[error("manifest references {0}, which is not in the repository")]
+    ManifestBlobUnknown(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("n must be a non-negative integer")]
+    PaginationInvalid,
+    #[error("database: {0}")]
+    Db(#[from] DbError),
+    #[error("storage: {0}")]
+    Io(#[from] std::io::Error),
+}

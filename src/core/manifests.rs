@@ -1,0 +1,169 @@
+//! Pushing, pulling and deleting manifests.
+
+use bytes::Bytes;
+
+use super::{Error, Registry, Result};
+use crate::db::{blobs, manifests, repos, tags};
+use crate::oci::manifest::{self, ManifestError};
+use crate::oci::{Algorithm, Digest, Hasher, Reference, RepoName};
+
+/// A manifest as stored: the exact pushed bytes and media type.
+pub struct ManifestRead {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    /// Empty for a HEAD.
+    pub content: Vec<u8>,
+}
+
+/// What a successful push reports.
+pub struct Pushed {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+impl Registry {
+    /// Store a manifest under a tag or digest after checking it and everything it references.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<Pushed> {
+        if body.len() > manifest::MAX_MANIFEST_BYTES {
+            return Err(Error::SizeInvalid(format!(
+                "manifest is larger than {} bytes",
+                manifest::MAX_MANIFEST_BYTES
+            )));
+        }
+        let parsed = manifest::parse(content_type, &body).map_err(|e| match e {
+            ManifestError::UnsupportedMediaType(t) => {
+                Error::ManifestInvalid(format!("unsupported manifest media type {t:?}"))
+            }
+            other => Error::ManifestInvalid(other.to_string()),
+        })?;
+        let digest = match reference {
+            Reference::Digest(d) if d.algorithm() == Algorithm::Sha512 => {
+                let mut h = Hasher::new(Algorithm::Sha512);
+                h.update(&body);
+                h.finish()
+            }
+            _ => Digest::sha256_of(&body),
+        };
+        if let Reference::Digest(d) = reference {
+            if d != &digest {
+                return Err(Error::DigestInvalid(format!(
+                    "manifest content has digest {digest}, not {d}"
+                )));
+            }
+        }
+        let annotations = parsed
+            .annotations
+            .as_ref()
+            .map(|a| serde_json::to_string(a).unwrap_or_default());
+        let (r, now) = (repo.to_string(), self.now());
+        let tag = match reference {
+            Reference::Tag(t) => Some(t.to_string()),
+            Reference::Digest(_) => None,
+        };
+        let d = digest.to_string();
+        let blob_refs: Vec<String> = parsed.blobs.iter().map(ToString::to_string).collect();
+        let child_refs: Vec<String> = parsed.children.iter().map(ToString::to_string).collect();
+        let subject = parsed.subject.clone();
+        let subject_s = subject.as_ref().map(ToString::to_string);
+        let media_type = parsed.media_type.clone();
+        let artifact_type = parsed.artifact_type.clone();
+        self.db
+            .write(move |tx| {
+                let repo_id = repos::ensure(tx, &r, now)?;
+                if let Some(m) = blobs::missing(tx, repo_id, &blob_refs)?.into_iter().next() {
+                    return Err(Error::ManifestBlobUnknown(format!("blob {m}")));
+                }
+                if let Some(m) = manifests::missing(tx, repo_id, &child_refs)?
+                    .into_iter()
+                    .next()
+                {
+                    return Err(Error::ManifestBlobUnknown(format!("manifest {m}")));
+                }
+                let id = manifests::insert(
+                    tx,
+                    &manifests::NewManifest {
+                        repo_id,
+                        digest: &d,
+                        media_type: &media_type,
+                        artifact_type: artifact_type.as_deref(),
+                        subject: subject_s.as_deref(),
+                        annotations: annotations.as_deref(),
+                        content: &body,
+                        blobs: &blob_refs,
+                        children: &child_refs,
+                        now,
+                    },
+                )?;
+                if let Some(t) = &tag {
+                    tags::set(tx, repo_id, t, id, now)?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(Pushed { digest, subject })
+    }
+
+    /// Fetch a manifest by tag or digest; `with_content` false for HEAD. A GET counts as a pull.
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        with_content: bool,
+    ) -> Result<ManifestRead> {
+        let r = repo.to_string();
+        let reference = reference.clone();
+        let stored = self
+            .db
+            .read(move |c| {
+                Ok::<_, Error>(match &reference {
+                    Reference::Tag(t) => manifests::by_tag(c, &r, t.as_str(), with_content)?,
+                    Reference::Digest(d) => {
+                        manifests::by_digest(c, &r, &d.to_string(), with_content)?
+                    }
+                })
+            })
+            .await?
+            .ok_or(Error::ManifestUnknown)?;
+        if with_content {
+            self.pulls.record(stored.id, self.now());
+        }
+        let digest = Digest::parse(&stored.digest)
+            .map_err(|e| std::io::Error::other(format!("stored digest is corrupt: {e}")))?;
+        Ok(ManifestRead {
+            digest,
+            media_type: stored.media_type,
+            size: stored.size,
+            content: stored.content,
+        })
+    }
+
+    /// Delete by tag (only the tag goes) or by digest (the manifest and its tags go).
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+        let r = repo.to_string();
+        let reference = reference.clone();
+        let deleted = self
+            .db
+            .write(move |tx| {
+                let Some(repo_id) = repos::find(tx, &r)? else {
+                    return Ok(false);
+                };
+                Ok::<_, Error>(match &reference {
+                    Reference::Tag(t) => tags::delete(tx, repo_id, t.as_str())?,
+                    Reference::Digest(d) => manifests::delete(tx, repo_id, &d.to_string())?,
+                })
+            })
+            .await?;
+        if deleted {
+            Ok(())
+        } else {
+            Err(Error::ManifestUnknown)
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Business rules of the registry: uploads, blobs, manifests, tags and referrers.
+//!
+//! Layering: `registry` (HTTP), `ui` and `cli` call `core`; `core` calls `db` and `storage`
+//! and speaks in `oci` types; never the reverse. Handlers never open a transaction: every
+//! change that touches several rows is one `Db::write` here.
+
+mod blobs;
+mod error;
+mod listing;
+mod manifests;
+mod pulls;
+mod uploads;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub use blobs::BlobRead;
+pub use error::Error;
+pub use listing::{Page, Referrer};
+pub use manifests::{ManifestRead, Pushed};
+
+use crate::clock::Clock;
+use crate::db::Db;
+use crate::oci::UploadId;
+use crate::storage::{Progress, Store};
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The registry service shared by every request.
+#[derive(Clone)]
+pub struct Registry {
+    db: Db,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    sessions: Arc<Sessions>,
+    pulls: Arc<pulls::PullLog>,
+}
+
+/// In-memory state of upload sessions, one lock each so concurrent PATCHes to the same
+/// session are serialised. `None` means "not known in memory": rebuilt from the file.
+type Slot = Arc<tokio::sync::Mutex<Option<Progress>>>;
+
+#[derive(Default)]
+struct Sessions(Mutex<HashMap<UploadId, Slot>>);
+
+impl Sessions {
+    fn slot(&self, id: &UploadId) -> Slot {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(id.clone()).or_default().clone()
+    }
+
+    fn forget(&self, id: &UploadId) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+}
+
+impl Registry {
+    pub fn new(db: Db, store: Store, clock: Arc<dyn Clock>) -> Registry {
+        Registry {
+            db,
+            store,
+            clock,
+            sessions: Arc::default(),
+            pulls: Arc::default(),
+        }
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Write the pull times gathered since the last flush (called periodically and at exit).
+    pub async fn flush_pulls(&self) -> Result<()> {
+        self.pulls.flush(&self.db).await
+    }
+}

@@ -1,0 +1,172 @@
+//! Blob upload sessions: start, append chunks, finish with a digest, cancel.
+//!
+//! A session's bytes are in its upload file; its hash state is kept in memory and rebuilt
+//! from the file when missing (after a restart), so a session survives a restart.
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+use super::{Error, Registry, Result};
+use crate::db::{blobs, repos, uploads};
+use crate::oci::{Algorithm, Digest, RepoName, UploadId};
+use crate::storage::AppendError;
+
+/// A `Content-Range` of a chunk: first and last byte, inclusive.
+pub type ChunkRange = (u64, u64);
+
+impl Registry {
+    /// Open a new upload session in `repo`.
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadId> {
+        let mut raw = [0u8; 16];
+        getrandom::fill(&mut raw).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let id = UploadId::from_random(raw);
+        // The file first: a crash in between leaves an orphan file, never a row without one.
+        self.store.create_upload(&id).await?;
+        let (r, i, now) = (repo.to_string(), id.to_string(), self.now());
+        self.db
+            .write(move |tx| {
+                let repo_id = repos::ensure(tx, &r, now)?;
+                Ok::<_, Error>(uploads::insert(tx, &i, repo_id, now)?)
+            })
+            .await?;
+        Ok(id)
+    }
+
+    async fn check_session(&self, repo: &RepoName, id: &UploadId) -> Result<i64> {
+        let (r, i) = (repo.to_string(), id.to_string());
+        self.db
+            .read(move |c| uploads::find(c, &r, &i).map_err(Error::from))
+            .await?
+            .ok_or(Error::UploadUnknown)
+    }
+
+    /// Bytes received so far.
+    pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<u64> {
+        self.check_session(repo, id).await?;
+        let slot = self.sessions.slot(id);
+        let guard = slot.lock().await;
+        if let Some(p) = guard.as_ref() {
+            return Ok(p.len);
+        }
+        self.store.upload_len(id).await?.ok_or(Error::UploadUnknown)
+    }
+
+    /// Append a chunk. With `range`, it must start where the upload stands (else 416).
+    /// Returns the upload's new length.
+    pub async fn append_upload<S, E>(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        range: Option<ChunkRange>,
+        body: S,
+    ) -> Result<u64>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
+        self.check_session(repo, id).await?;
+        let slot = self.sessions.slot(id);
+        let mut guard = slot.lock().await;
+        let progress = match guard.take() {
+            Some(p) => p,
+            None => self.store.rehash(id, Algorithm::Sha256).await?,
+        };
+        if let Some((start, end)) = range {
+            if start != progress.len || end < start {
+                let len = progress.len;
+                *guard = Some(progress);
+                return Err(Error::UploadRange { len });
+            }
+        }
+        let before = progress.len;
+        let (after, result) = self.store.append(id, progress, body).await;
+        let len = after.as_ref().map(|p| p.len);
+        *guard = after;
+        match result {
+            Ok(()) => {}
+            Err(AppendError::Body(e)) => return Err(Error::UploadInvalid(e)),
+            Err(AppendError::Io(e)) => return Err(e.into()),
+        }
+        let len = len.unwrap_or(before);
+        if let Some((start, end)) = range {
+            if len - start != end - start + 1 {
+                return Err(Error::UploadInvalid(format!(
+                    "Content-Range declared {} bytes, the body had {}",
+                    end - start + 1,
+                    len - start
+                )));
+            }
+        }
+        Ok(len)
+    }
+
+    /// Finish an upload: append an optional last chunk, verify the digest, store the blob
+    /// durably and link it into the repository. Returns the blob's size.
+    pub async fn finish_upload<S, E>(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        digest: &Digest,
+        body: Option<S>,
+    ) -> Result<u64>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
+        let repo_id = self.check_session(repo, id).await?;
+        let slot = self.sessions.slot(id);
+        let mut guard = slot.lock().await;
+        let mut progress = match guard.take() {
+            Some(p) => p,
+            None => self.store.rehash(id, digest.algorithm()).await?,
+        };
+        if let Some(body) = body {
+            let (after, result) = self.store.append(id, progress, body).await;
+            *guard = after.clone();
+            match result {
+                Ok(()) => {}
+                Err(AppendError::Body(e)) => return Err(Error::UploadInvalid(e)),
+                Err(AppendError::Io(e)) => return Err(e.into()),
+            }
+            progress = after.ok_or_else(|| Error::UploadInvalid("upload state lost".into()))?;
+        }
+        if progress.hasher.algorithm() != digest.algorithm() {
+            progress = self.store.rehash(id, digest.algorithm()).await?;
+        }
+        let actual = progress.hasher.clone().finish();
+        if &actual != digest {
+            *guard = Some(progress);
+            return Err(Error::DigestInvalid(format!(
+                "upload content has digest {actual}, not {digest}"
+            )));
+        }
+        let size = progress.len;
+        self.store.commit_upload(id, digest).await?;
+        let (d, i, now) = (digest.to_string(), id.to_string(), self.now());
+        self.db
+            .write(move |tx| {
+                blobs::insert(tx, &d, size, now)?;
+                blobs::link(tx, repo_id, &d, now)?;
+                uploads::delete(tx, &i)?;
+                Ok::<_, Error>(())
+            })
+            .await?;
+        drop(guard);
+        self.sessions.forget(id);
+        Ok(size)
+    }
+
+    /// Abandon an upload session and its bytes.
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
+        self.check_session(repo, id).await?;
+        let slot = self.sessions.slot(id);
+        let _guard = slot.lock().await;
+        let i = id.to_string();
+        self.db
+            .write(move |tx| uploads::delete(tx, &i).map_err(Error::from))
+            .await?;
+        self.store.delete_upload(id).await?;
+        self.sessions.forget(id);
+        Ok(())
+    }
+}

@@ -1,0 +1,227 @@
+//! SQLite metadata: the only module that touches rusqlite.
+//!
+//! Layering: `core` calls `Db::read`/`Db::write` with closures over the plain query functions
+//! in the per-table modules; nothing here calls upwards. All SQLite work runs on the blocking
+//! pool, never on the async workers: one writer connection (SQLite has one writer anyway) and
+//! a small pool of readers, which WAL lets run beside the writer.
+
+pub mod blobs;
+pub mod manifests;
+pub mod repos;
+pub mod tags;
+pub mod uploads;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+/// Numbered migrations, embedded in the binary and applied in order before the server binds.
+const MIGRATIONS: &[(&str, &str)] =
+    &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database task failed: {0}")]
+    Join(String),
+    #[error(
+        "database at {path} was written by a newer berth (schema {found}, this build knows {known})"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+}
+
+/// How hard a commit waits for the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit survives a power loss (`synchronous=FULL`).
+    PowerLoss,
+    /// Commits survive a crash of berth, not of the machine (`synchronous=NORMAL`).
+    ProcessCrash,
+}
+
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    durability: Durability,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// Readers kept open between requests; more are opened under load and closed after.
+const IDLE_READERS: usize = 8;
+
+impl Db {
+    /// Open (creating if needed) the database and apply pending migrations. Blocking.
+    pub fn open(path: &Path, durability: Durability) -> Result<Db> {
+        let mut writer = connect(path, durability, false)?;
+        migrate(&mut writer, path)?;
+        Ok(Db {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                durability,
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Run a read-only closure on a reader connection, off the async workers.
+    pub async fn read<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.read_blocking(f))
+            .await
+            .map_err(|e| E::from(DbError::Join(e.to_string())))?
+    }
+
+    /// Run a closure inside one IMMEDIATE write transaction, committed only when it returns
+    /// `Ok`: a domain error from the closure rolls everything back.
+    pub async fn write<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: FnOnce(&Transaction) -> std::result::Result<T, E> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.write_blocking(f))
+            .await
+            .map_err(|e| E::from(DbError::Join(e.to_string())))?
+    }
+
+    /// `read` for callers that are already off the async workers (the CLI).
+    pub fn read_blocking<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    where
+        E: From<DbError>,
+        F: FnOnce(&Connection) -> std::result::Result<T, E>,
+    {
+        let pooled = self
+            .inner
+            .readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => connect(&self.inner.path, self.inner.durability, true)?,
+        };
+        let out = f(&conn);
+        let mut readers = self.inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if readers.len() < IDLE_READERS {
+            readers.push(conn);
+        }
+        out
+    }
+
+    /// `write` for callers that are already off the async workers (the CLI).
+    pub fn write_blocking<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    where
+        E: From<DbError>,
+        F: FnOnce(&Transaction) -> std::result::Result<T, E>,
+    {
+        let mut conn = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(DbError::from)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(DbError::from)?;
+        Ok(out)
+    }
+}
+
+fn connect(path: &Path, durability: Durability, read_only: bool) -> Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+    }
+    let sync = match durability {
+        Durability::PowerLoss => "FULL",
+        Durability::ProcessCrash => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(DbError::TooNew {
+            path: path.to_path_buf(),
+            found: current,
+            known,
+        });
+    }
+    for (i, (_name, sql)) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_once_and_refuse_newer_schemas() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let db = Db::open(&path, Durability::ProcessCrash).unwrap();
+        let v: i64 = db
+            .read_blocking(|c| {
+                Ok::<i64, DbError>(c.pragma_query_value(None, "user_version", |r| r.get(0))?)
+            })
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        drop(db);
+        Db::open(&path, Durability::ProcessCrash).unwrap();
+        let c = Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        assert!(matches!(
+            Db::open(&path, Durability::ProcessCrash),
+            Err(DbError::TooNew { .. })
+        ));
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// An in-memory database with every migration applied, for query tests.
+    pub fn memory() -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        c.pragma_update(None, "foreign_keys", "ON").unwrap();
+        migrate(&mut c, Path::new(":memory:")).unwrap();
+        c
+    }
+}
+
+/// What every query function returns.
+pub type Result<T> = std::result::Result<T, DbError>;

@@ -1,0 +1,34 @@
+//! `tags`: a name in a repository pointing at one manifest.
+
+use super::Result;
+use rusqlite::{Connection, params};
+
+/// Point `tag` at `manifest_id`, moving it if it pointed elsewhere.
+pub fn set(c: &Connection, repo_id: i64, tag: &str, manifest_id: i64, now: i64) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO tags (repository_id, name, manifest_id, updated_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(repository_id, name) DO UPDATE
+         SET manifest_id = excluded.manifest_id, updated_at = excluded.updated_at
+         WHERE manifest_id != excluded.manifest_id",
+    )?
+    .execute(params![repo_id, tag, manifest_id, now])?;
+    Ok(())
+}
+
+pub fn delete(c: &Connection, repo_id: i64, tag: &str) -> Result<bool> {
+    let n = c.execute(
+        "DELETE FROM tags WHERE repository_id = ?1 AND name = ?2",
+        params![repo_id, tag],
+    )?;
+    Ok(n > 0)
+}
+
+/// Tags of a repository in byte order, after `last`, at most `limit`.
+pub fn list(c: &Connection, repo_id: i64, last: Option<&str>, limit: i64) -> Result<Vec<String>> {
+    let mut st = c.prepare_cached(
+        "SELECT name FROM tags WHERE repository_id = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
+    )?;
+    Ok(st
+        .query_map(params![repo_id, last.unwrap_or(""), limit], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
+}

@@ -1,0 +1,42 @@
+//! berth: a private container registry in one binary.
+//!
+//! ```text
+//! registry/ (the /v2 API)            cli (admin commands)
+//!            \                          /
+//!             core/ (business rules: uploads, manifests, tags)
+//!             /                      \
+//!   db/ (rusqlite only)      storage/ (blob files only)
+//!             \                      /
+//!              oci/ (pure types: Digest, RepoName, Reference, manifests)
+//! ```
+//!
+//! Dependencies point down only. `lib.rs` builds the app so tests can drive the router;
+//! `main.rs` only hands over to `cli`.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod core;
+pub mod db;
+pub mod http;
+pub mod oci;
+pub mod registry;
+pub mod server;
+pub mod state;
+pub mod storage;
+
+use axum::Router;
+use axum::routing::any;
+
+pub use state::AppState;
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v2", any(registry::dispatch))
+        .route("/v2/", any(registry::dispatch))
+        .route("/v2/{*rest}", any(registry::dispatch))
+        .fallback(http::not_found)
+        .layer(axum::middleware::from_fn(http::log_request))
+        .with_state(state)
+}

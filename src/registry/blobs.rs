@@ -1,0 +1,67 @@
+//! Blob reads and deletes.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use tokio::io::AsyncReadExt;
+use tokio_util::io::ReaderStream;
+
+use super::{ApiResult, hv};
+use crate::core::Registry;
+use crate::oci::{Digest, RepoName};
+
+/// Read buffer of a blob GET: large enough that the per-chunk cost disappears.
+const READ_CHUNK: usize = 512 * 1024;
+
+/// GET|HEAD /v2/<name>/blobs/<digest>, with `Range: bytes=a-b` → 206.
+pub async fn get(
+    reg: &Registry,
+    repo: &RepoName,
+    digest: &Digest,
+    headers: &HeaderMap,
+    head: bool,
+) -> ApiResult {
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let resp = Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header("Docker-Content-Digest", hv(digest.to_string()))
+        .header(header::ETAG, hv(format!("\"{digest}\"")))
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CACHE_CONTROL, "max-age=31536000");
+    if head && range.is_none() {
+        let size = reg.blob_size(repo, digest).await?;
+        return Ok(resp
+            .header(header::CONTENT_LENGTH, size)
+            .body(Body::empty())
+            .expect("valid response"));
+    }
+    let blob = reg.open_blob(repo, digest, range).await?;
+    let (status, len, resp) = match blob.range {
+        None => (StatusCode::OK, blob.size, resp),
+        Some((start, end)) => (
+            StatusCode::PARTIAL_CONTENT,
+            end - start + 1,
+            resp.header(
+                header::CONTENT_RANGE,
+                hv(format!("bytes {start}-{end}/{}", blob.size)),
+            ),
+        ),
+    };
+    let resp = resp.status(status).header(header::CONTENT_LENGTH, len);
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from_stream(ReaderStream::with_capacity(blob.file.take(len), READ_CHUNK))
+    };
+    Ok(resp.body(body).expect("valid response"))
+}
+
+/// DELETE /v2/<name>/blobs/<digest>
+pub async fn delete(reg: &Registry, repo: &RepoName, digest: &Digest) -> ApiResult {
+    reg.delete_blob(repo, digest).await?;
+    Ok(Response::builder()
+        .status(StatusCode::ACCEPTED)
+        .header(header::CONTENT_LENGTH, 0)
+        .body(Body::empty())
+        .expect("valid response"))
+}

@@ -1,0 +1,92 @@
+//! Manifest push, pull and delete.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use http_body_util::{BodyExt, Limited};
+
+use super::{ApiResult, hv};
+use crate::core::{Error, Registry};
+use crate::oci::manifest::MAX_MANIFEST_BYTES;
+use crate::oci::{Reference, RepoName};
+
+/// GET|HEAD /v2/<name>/manifests/<reference>: the exact stored bytes and media type.
+pub async fn get(reg: &Registry, repo: &RepoName, reference: &Reference, head: bool) -> ApiResult {
+    let m = reg.get_manifest(repo, reference, !head).await?;
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(m.content)
+    };
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, hv(&m.media_type))
+        .header(header::CONTENT_LENGTH, m.size)
+        .header("Docker-Content-Digest", hv(m.digest.to_string()))
+        .header(header::ETAG, hv(format!("\"{}\"", m.digest)))
+        .body(body)
+        .expect("valid response"))
+}
+
+/// PUT /v2/<name>/manifests/<reference>
+pub async fn put(
+    reg: &Registry,
+    repo: &RepoName,
+    reference: &Reference,
+    req: Request,
+) -> ApiResult {
+    let too_big = || {
+        Error::SizeInvalid(format!(
+            "manifest is larger than {MAX_MANIFEST_BYTES} bytes"
+        ))
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_MANIFEST_BYTES as u64) {
+        return Err(too_big().into());
+    }
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = Limited::new(req.into_body(), MAX_MANIFEST_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                too_big()
+            } else {
+                Error::ManifestInvalid(format!("reading the manifest failed: {e}"))
+            }
+        })?
+        .to_bytes();
+    let pushed = reg
+        .put_manifest(repo, reference, content_type.as_deref(), body)
+        .await?;
+    let mut resp = Response::builder()
+        .status(StatusCode::CREATED)
+        .header(
+            header::LOCATION,
+            hv(format!("/v2/{repo}/manifests/{}", pushed.digest)),
+        )
+        .header("Docker-Content-Digest", hv(pushed.digest.to_string()))
+        .header(header::CONTENT_LENGTH, 0);
+    if let Some(subject) = pushed.subject {
+        resp = resp.header("OCI-Subject", hv(subject.to_string()));
+    }
+    Ok(resp.body(Body::empty()).expect("valid response"))
+}
+
+/// DELETE /v2/<name>/manifests/<reference>: by tag removes only the tag.
+pub async fn delete(reg: &Registry, repo: &RepoName, reference: &Reference) -> ApiResult {
+    reg.delete_manifest(repo, reference).await?;
+    Ok(Response::builder()
+        .status(StatusCode::ACCEPTED)
+        .header(header::CONTENT_LENGTH, 0)
+        .body(Body::empty())
+        .expect("valid response"))
+}

@@ -1,0 +1,97 @@
+//! The `/v2` API: OCI Distribution Spec v1.1 with the Docker Registry v2 behaviour clients
+//! rely on.
+//!
+//! Layering: handlers translate HTTP to calls on `core::Registry` and back; they hold no
+//! business rules and never touch `db` or `storage`. One catch-all route feeds the pure
+//! `route::parse`, then a `(route, method)` table picks the handler.
+
+mod blobs;
+mod error;
+mod listing;
+mod manifests;
+mod query;
+pub mod route;
+mod uploads;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+pub use error::{ApiError, error_body};
+use query::Query;
+use route::{Route, RouteError};
+
+use crate::core::{Error, Registry};
+use crate::state::AppState;
+
+pub type ApiResult = Result<Response, ApiError>;
+
+const API_VERSION: HeaderValue = HeaderValue::from_static("registry/2.0");
+
+/// `* /v2/*`: every registry request enters here.
+pub async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
+    let mut resp = match route::parse(req.uri().path()) {
+        Ok(route) => handle(&app.registry, route, req)
+            .await
+            .unwrap_or_else(|e| e.into_response()),
+        Err(RouteError::Invalid(e)) => ApiError(e).into_response(),
+        Err(RouteError::NotFound) => error_body(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "no such endpoint in the registry API",
+        ),
+    };
+    resp.headers_mut()
+        .insert("Docker-Distribution-API-Version", API_VERSION);
+    resp
+}
+
+async fn handle(reg: &Registry, route: Route, req: Request) -> ApiResult {
+    let query = Query::parse(req.uri().query());
+    let method = req.method().clone();
+    let head = method == Method::HEAD;
+    match (route, method) {
+        (Route::Base, Method::GET | Method::HEAD) => Ok(json_ok("{}")),
+        (Route::Catalog, Method::GET) => listing::catalog(reg, &query).await,
+        (Route::Tags(repo), Method::GET) => listing::tags(reg, &repo, &query).await,
+        (Route::Referrers(repo, d), Method::GET) => {
+            listing::referrers(reg, &repo, &d, &query).await
+        }
+        (Route::Manifest(repo, r), Method::GET | Method::HEAD) => {
+            manifests::get(reg, &repo, &r, head).await
+        }
+        (Route::Manifest(repo, r), Method::PUT) => manifests::put(reg, &repo, &r, req).await,
+        (Route::Manifest(repo, r), Method::DELETE) => manifests::delete(reg, &repo, &r).await,
+        (Route::Blob(repo, d), Method::GET | Method::HEAD) => {
+            blobs::get(reg, &repo, &d, req.headers(), head).await
+        }
+        (Route::Blob(repo, d), Method::DELETE) => blobs::delete(reg, &repo, &d).await,
+        (Route::UploadStart(repo), Method::POST) => uploads::start(reg, &repo, &query, req).await,
+        (Route::Upload(repo, id), Method::GET) => uploads::status(reg, &repo, &id).await,
+        (Route::Upload(repo, id), Method::PATCH) => uploads::patch(reg, &repo, &id, req).await,
+        (Route::Upload(repo, id), Method::PUT) => uploads::put(reg, &repo, &id, &query, req).await,
+        (Route::Upload(repo, id), Method::DELETE) => uploads::cancel(reg, &repo, &id).await,
+        (_, m) => Err(Error::Unsupported(format!("{m} is not supported on this endpoint")).into()),
+    }
+}
+
+fn json_ok(body: &'static str) -> Response {
+    let mut r = (StatusCode::OK, body).into_response();
+    r.headers_mut()
+        .insert("Content-Type", HeaderValue::from_static("application/json"));
+    r
+}
+
+/// The request body as a stream, or `None` when it is known to be empty.
+fn body_stream(body: Body) -> Option<axum::body::BodyDataStream> {
+    if axum::body::HttpBody::size_hint(&body).exact() == Some(0) {
+        return None;
+    }
+    Some(body.into_data_stream())
+}
+
+/// A header value built from text we produced (digests, digits, validated names).
+fn hv(s: impl AsRef<str>) -> HeaderValue {
+    HeaderValue::from_str(s.as_ref()).expect("registry header values are plain ASCII")
+}

@@ -1,0 +1,198 @@
+//! A pure parser from a `/v2` path to a route. axum cannot match names with slashes in the
+//! middle of a path, so the tail keyword is read from the right, as distribution does.
+//! Every value in a `Route` is validated: nothing malformed reaches `core` or the disk.
+
+use crate::core::Error;
+use crate::oci::{Digest, Reference, RepoName, UploadId, name::ReferenceError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `/v2/`
+    Base,
+    /// `/v2/_catalog`
+    Catalog,
+    /// `/v2/<name>/tags/list`
+    Tags(RepoName),
+    /// `/v2/<name>/manifests/<reference>`
+    Manifest(RepoName, Reference),
+    /// `/v2/<name>/blobs/<digest>`
+    Blob(RepoName, Digest),
+    /// `/v2/<name>/blobs/uploads/`
+    UploadStart(RepoName),
+    /// `/v2/<name>/blobs/uploads/<id>`
+    Upload(RepoName, UploadId),
+    /// `/v2/<name>/referrers/<digest>`
+    Referrers(RepoName, Digest),
+}
+
+/// Why a path is not a route.
+#[derive(Debug)]
+pub enum RouteError {
+    /// No endpoint has this shape.
+    NotFound,
+    /// The shape is right but a part is invalid.
+    Invalid(Error),
+}
+
+impl From<Error> for RouteError {
+    fn from(e: Error) -> Self {
+        RouteError::Invalid(e)
+    }
+}
+
+fn name(segs: &[&str]) -> Result<RepoName, Error> {
+    RepoName::parse(&segs.join("/")).map_err(|_| Error::NameInvalid)
+}
+
+fn digest(s: &str) -> Result<Digest, Error> {
+    Digest::parse(s).map_err(|e| Error::DigestInvalid(e.to_string()))
+}
+
+/// Parse the raw (still percent-encoded) request path.
+pub fn parse(path: &str) -> Result<Route, RouteError> {
+    let rest = match path.strip_prefix("/v2") {
+        Some("" | "/") => return Ok(Route::Base),
+        Some(r) => r.strip_prefix('/').ok_or(RouteError::NotFound)?,
+        None => return Err(RouteError::NotFound),
+    };
+    if rest == "_catalog" {
+        return Ok(Route::Catalog);
+    }
+    let segs: Vec<&str> = rest.split('/').collect();
+    let n = segs.len();
+    if n < 3 {
+        return Err(RouteError::NotFound);
+    }
+    let (last, second) = (segs[n - 1], segs[n - 2]);
+    if n >= 4 && segs[n - 3] == "blobs" && second == "uploads" {
+        let repo = name(&segs[..n - 3])?;
+        if last.is_empty() {
+            return Ok(Route::UploadStart(repo));
+        }
+        let id = UploadId::parse(last).map_err(|_| Error::UploadUnknown)?;
+        return Ok(Route::Upload(repo, id));
+    }
+    let head = &segs[..n - 2];
+    match (second, last) {
+        ("tags", "list") => Ok(Route::Tags(name(head)?)),
+        ("blobs", "uploads") => Ok(Route::UploadStart(name(head)?)),
+        ("manifests", r) => {
+            let repo = name(head)?;
+            let reference = Reference::parse(r).map_err(|e| match e {
+                ReferenceError::Tag => Error::TagInvalid,
+                ReferenceError::Digest(d) => Error::DigestInvalid(d.to_string()),
+            })?;
+            Ok(Route::Manifest(repo, reference))
+        }
+        ("blobs", d) => {
+            let repo = name(head)?;
+            Ok(Route::Blob(repo, digest(d)?))
+        }
+        ("referrers", d) => {
+            let repo = name(head)?;
+            Ok(Route::Referrers(repo, digest(d)?))
+        }
+        _ => Err(RouteError::NotFound),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    fn ok(p: &str) -> Route {
+        parse(p).unwrap_or_else(|e| panic!("{p}: {e:?}"))
+    }
+
+    fn invalid(p: &str) -> Error {
+        match parse(p) {
+            Err(RouteError::Invalid(e)) => e,
+            other => panic!("{p}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn routes_by_tail_keyword() {
+        assert_eq!(ok("/v2/"), Route::Base);
+        assert_eq!(ok("/v2"), Route::Base);
+        assert_eq!(ok("/v2/_catalog"), Route::Catalog);
+        assert!(matches!(ok("/v2/a/b/tags/list"), Route::Tags(n) if n.as_str() == "a/b"));
+        assert!(matches!(
+            ok("/v2/a/manifests/latest"),
+            Route::Manifest(_, Reference::Tag(_))
+        ));
+        assert!(matches!(
+            ok(&format!("/v2/a/manifests/{D}")),
+            Route::Manifest(_, Reference::Digest(_))
+        ));
+        assert!(matches!(ok(&format!("/v2/a/blobs/{D}")), Route::Blob(..)));
+        assert!(matches!(ok("/v2/a/blobs/uploads/"), Route::UploadStart(n) if n.as_str() == "a"));
+        assert!(matches!(ok("/v2/a/blobs/uploads"), Route::UploadStart(_)));
+        let id = "0123456789abcdef0123456789abcdef";
+        assert!(
+            matches!(ok(&format!("/v2/x/y/blobs/uploads/{id}")), Route::Upload(n, _) if n.as_str() == "x/y")
+        );
+        assert!(matches!(
+            ok(&format!("/v2/a/referrers/{D}")),
+            Route::Referrers(..)
+        ));
+    }
+
+    #[test]
+    fn keywords_may_be_name_components() {
+        assert!(
+            matches!(ok("/v2/manifests/manifests/v1"), Route::Manifest(n, _) if n.as_str() == "manifests")
+        );
+        assert!(matches!(ok("/v2/tags/tags/list"), Route::Tags(n) if n.as_str() == "tags"));
+        assert!(
+            matches!(ok("/v2/blobs/uploads/blobs/uploads/"), Route::UploadStart(n) if n.as_str() == "blobs/uploads")
+        );
+    }
+
+    #[test]
+    fn invalid_parts_are_named() {
+        assert!(matches!(invalid("/v2/A/tags/list"), Error::NameInvalid));
+        assert!(matches!(
+            invalid("/v2/../../etc/tags/list"),
+            Error::NameInvalid
+        ));
+        assert!(matches!(
+            invalid("/v2/a%2f..%2fb/tags/list"),
+            Error::NameInvalid
+        ));
+        assert!(matches!(invalid("/v2//tags/list"), Error::NameInvalid));
+        assert!(matches!(
+            invalid("/v2/a/manifests/bad:tag"),
+            Error::DigestInvalid(_)
+        ));
+        assert!(matches!(invalid("/v2/a/manifests/-bad"), Error::TagInvalid));
+        assert!(matches!(
+            invalid("/v2/a/blobs/sha256:../../x"),
+            Error::DigestInvalid(_)
+        ));
+        assert!(matches!(
+            invalid("/v2/a/blobs/uploads/../../x"),
+            Error::UploadUnknown
+        ));
+        assert!(matches!(
+            invalid("/v2/a/referrers/nope"),
+            Error::DigestInvalid(_)
+        ));
+    }
+
+    #[test]
+    fn unknown_shapes_are_not_found() {
+        for p in [
+            "/v3/",
+            "/v2x",
+            "/v2/a",
+            "/v2/a/b",
+            "/v2/a/nothing/here",
+            "/v2/a/tags/other",
+        ] {
+            assert!(matches!(parse(p), Err(RouteError::NotFound)), "{p}");
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Blob uploads: monolithic, chunked with `Content-Range`, streamed without a length, and
+//! cross-repository mounts.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+
+use super::error::range_value;
+use super::{ApiResult, Query, body_stream, hv};
+use crate::core::{Error, Registry};
+use crate::oci::{Digest, RepoName, UploadId};
+
+fn location(repo: &RepoName, id: &UploadId) -> String {
+    format!("/v2/{repo}/blobs/uploads/{id}")
+}
+
+fn accepted(repo: &RepoName, id: &UploadId, len: u64) -> Response {
+    Response::builder()
+        .status(StatusCode::ACCEPTED)
+        .header(header::LOCATION, hv(location(repo, id)))
+        .header(header::RANGE, range_value(len))
+        .header("Docker-Upload-UUID", hv(id.as_str()))
+        .header(header::CONTENT_LENGTH, 0)
+        .body(Body::empty())
+        .expect("valid response")
+}
+
+fn created(repo: &RepoName, digest: &Digest) -> Response {
+    Response::builder()
+        .status(StatusCode::CREATED)
+        .header(header::LOCATION, hv(format!("/v2/{repo}/blobs/{digest}")))
+        .header("Docker-Content-Digest", hv(digest.to_string()))
+        .header(header::CONTENT_LENGTH, 0)
+        .body(Body::empty())
+        .expect("valid response")
+}
+
+fn query_digest(query: &Query, key: &str) -> Result<Option<Digest>, Error> {
+    query
+        .get(key)
+        .map(|d| Digest::parse(d).map_err(|e| Error::DigestInvalid(format!("{key}: {e}"))))
+        .transpose()
+}
+
+/// POST /v2/<name>/blobs/uploads/ — also `?digest=<digest>` (monolithic) and
+/// `?mount=<digest>&from=<other name>` (cross-repository mount).
+pub async fn start(reg: &Registry, repo: &RepoName, query: &Query, req: Request) -> ApiResult {
+    if let Some(mount) = query_digest(query, "mount")? {
+        if let Some(from) = query.get("from") {
+            let from = RepoName::parse(from).map_err(|_| Error::NameInvalid)?;
+            if reg.mount_blob(repo, &from, &mount).await? {
+                return Ok(created(repo, &mount));
+            }
+        }
+        // Not mountable: an ordinary upload session, as the spec says.
+    }
+    let digest = query_digest(query, "digest")?;
+    let id = reg.start_upload(repo).await?;
+    let Some(digest) = digest else {
+        return Ok(accepted(repo, &id, 0));
+    };
+    let body = body_stream(req.into_body());
+    match reg.finish_upload(repo, &id, &digest, body).await {
+        Ok(_) => Ok(created(repo, &digest)),
+        Err(e) => {
+            // A failed single-request upload leaves nothing behind.
+            if let Err(cancel) = reg.cancel_upload(repo, &id).await {
+                tracing::warn!(error = %cancel, "could not drop a failed monolithic upload");
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// GET /v2/<name>/blobs/uploads/<id>
+pub async fn status(reg: &Registry, repo: &RepoName, id: &UploadId) -> ApiResult {
+    let len = reg.upload_status(repo, id).await?;
+    let mut resp = accepted(repo, id, len);
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    Ok(resp)
+}
+
+/// `Content-Range: <start>-<end>` (also accepted with a `bytes ` or `bytes=` prefix).
+fn content_range(v: &str) -> Option<(u64, u64)> {
+    let v = v.trim();
+    let v = v
+        .strip_prefix("bytes")
+        .map(|r| r.trim_start_matches([' ', '=']))
+        .unwrap_or(v);
+    let v = v.split('/').next()?;
+    let (a, b) = v.split_once('-')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+/// PATCH /v2/<name>/blobs/uploads/<id> — a chunk with `Content-Range`, or a streamed body
+/// of unknown length (chunked transfer encoding), as `docker push` sends.
+pub async fn patch(reg: &Registry, repo: &RepoName, id: &UploadId, req: Request) -> ApiResult {
+    let range =
+        match req.headers().get(header::CONTENT_RANGE) {
+            None => None,
+            Some(v) => Some(v.to_str().ok().and_then(content_range).ok_or_else(|| {
+                Error::UploadInvalid("Content-Range must be <start>-<end>".into())
+            })?),
+        };
+    let body = req.into_body().into_data_stream();
+    let len = reg.append_upload(repo, id, range, body).await?;
+    Ok(accepted(repo, id, len))
+}
+
+/// PUT /v2/<name>/blobs/uploads/<id>?digest=<digest>, with an optional last chunk.
+pub async fn put(
+    reg: &Registry,
+    repo: &RepoName,
+    id: &UploadId,
+    query: &Query,
+    req: Request,
+) -> ApiResult {
+    let digest = query_digest(query, "digest")?
+        .ok_or_else(|| Error::DigestInvalid("the digest query parameter is required".into()))?;
+    let body = body_stream(req.into_body());
+    reg.finish_upload(repo, id, &digest, body).await?;
+    Ok(created(repo, &digest))
+}
+
+/// DELETE /v2/<name>/blobs/uploads/<id>
+pub async fn cancel(reg: &Registry, repo: &RepoName, id: &UploadId) -> ApiResult {
+    reg.cancel_upload(repo, id).await?;
+    Ok(Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(Body::empty())
+        .expect("valid response"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_range;
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(content_range("0-99"), Some((0, 99)));
+        assert_eq!(content_range("bytes 100-199/*"), Some((100, 199)));
+        assert_eq!(content_range("bytes=5-6"), Some((5, 6)));
+        assert_eq!(content_range("x-1"), None);
+        assert_eq!(content_range("5"), None);
+    }
+}

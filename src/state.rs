@@ -1,0 +1,40 @@
+//! Application state shared by every request.
+
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::config::{self, Config};
+use crate::core::Registry;
+use crate::db::{self, Db};
+use crate::storage::{self, Store};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub registry: Registry,
+}
+
+impl AppState {
+    /// Open the data directory: database (migrated) and blob store. Blocking; start-up only.
+    pub fn open(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<AppState> {
+        use anyhow::Context as _;
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create data directory {}", config.data_dir.display())
+        })?;
+        let (db_sync, blob_sync) = match config.durability {
+            config::Durability::PowerLoss => (db::Durability::PowerLoss, storage::Sync::Always),
+            config::Durability::ProcessCrash => {
+                (db::Durability::ProcessCrash, storage::Sync::Never)
+            }
+        };
+        let db_path = config.data_dir.join("berth.db");
+        let db = Db::open(&db_path, db_sync)
+            .with_context(|| format!("cannot open database {}", db_path.display()))?;
+        let store = Store::open(&config.data_dir, blob_sync)
+            .with_context(|| format!("cannot open blob store in {}", config.data_dir.display()))?;
+        Ok(AppState {
+            config: Arc::new(config),
+            registry: Registry::new(db, store, clock),
+        })
+    }
+}

@@ -1,0 +1,145 @@
+//! Blob files: the only module that builds a path under the data directory's blob and upload
+//! folders.
+//!
+//! Layering: called by `core`; uses only `oci` types. Layout:
+//!
+//! ```text
+//! <data-dir>/
+//!   berth.db                      SQLite metadata (owned by db/)
+//!   blobs/<alg>/<hex[0..2]>/<hex> finished, verified blobs, named by digest, never rewritten
+//!   uploads/<upload-id>           bytes of an upload session in progress
+//! ```
+//!
+//! A blob reaches `blobs/` only by rename of a fully written, fsynced and verified upload
+//! file, so a crash can never leave a partial file under a digest name.
+
+mod writer;
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::oci::{Digest, UploadId};
+
+pub use writer::{AppendError, Progress};
+
+/// Whether finished writes are forced to the disk before they are acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sync {
+    /// fsync files and directories: an acknowledged blob survives a power loss.
+    Always,
+    /// Leave it to the kernel: an acknowledged blob survives a crash of berth only.
+    Never,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+    sync: Sync,
+}
+
+impl Store {
+    /// Open the store under `root`, creating its folders. Blocking; called at start-up.
+    pub fn open(root: &Path, sync: Sync) -> io::Result<Store> {
+        fs::create_dir_all(root.join("blobs"))?;
+        fs::create_dir_all(root.join("uploads"))?;
+        Ok(Store {
+            root: root.to_path_buf(),
+            sync,
+        })
+    }
+
+    fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root
+            .join("blobs")
+            .join(d.algorithm().as_str())
+            .join(&d.hex()[..2])
+            .join(d.hex())
+    }
+
+    fn upload_path(&self, id: &UploadId) -> PathBuf {
+        self.root.join("uploads").join(id.as_str())
+    }
+
+    /// Open a finished blob for reading.
+    pub async fn open_blob(&self, d: &Digest) -> io::Result<tokio::fs::File> {
+        tokio::fs::File::open(self.blob_path(d)).await
+    }
+
+    /// Create the empty file of a new upload session.
+    pub async fn create_upload(&self, id: &UploadId) -> io::Result<()> {
+        tokio::fs::File::create(self.upload_path(id))
+            .await
+            .map(drop)
+    }
+
+    /// Bytes received so far by an upload session, `None` if its file is gone.
+    pub async fn upload_len(&self, id: &UploadId) -> io::Result<Option<u64>> {
+        match tokio::fs::metadata(self.upload_path(id)).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Hash an upload file from the start: how a session's state is rebuilt after a restart.
+    pub async fn rehash(&self, id: &UploadId, alg: crate::oci::Algorithm) -> io::Result<Progress> {
+        let path = self.upload_path(id);
+        tokio::task::spawn_blocking(move || writer::rehash(&path, alg))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// Forget an upload session's bytes.
+    pub async fn delete_upload(&self, id: &UploadId) -> io::Result<()> {
+        match tokio::fs::remove_file(self.upload_path(id)).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Move a verified upload into place as the blob `d`. If the blob exists already the
+    /// upload file is simply dropped: same digest, same bytes.
+    pub async fn commit_upload(&self, id: &UploadId, d: &Digest) -> io::Result<()> {
+        let from = self.upload_path(id);
+        let to = self.blob_path(d);
+        let sync = self.sync;
+        tokio::task::spawn_blocking(move || commit(&from, &to, sync))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// Remove a blob file (garbage collection, after the database stopped referencing it).
+    pub async fn remove_blob(&self, d: &Digest) -> io::Result<()> {
+        match tokio::fs::remove_file(self.blob_path(d)).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn commit(from: &Path, to: &Path, sync: Sync) -> io::Result<()> {
+    if to.exists() {
+        return fs::remove_file(from);
+    }
+    let dir = to.parent().expect("blob paths have a parent");
+    if !dir.exists() {
+        fs::create_dir_all(dir)?;
+        if sync == Sync::Always {
+            // The new shard folder's own entry must be durable too.
+            sync_dir(dir.parent().expect("shard has a parent"))?;
+        }
+    }
+    if sync == Sync::Always {
+        File::open(from)?.sync_data()?;
+    }
+    fs::rename(from, to)?;
+    if sync == Sync::Always {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}

@@ -1,0 +1,251 @@
+//! Shared test harness: `TestApp` drives the real router over a real data directory and
+//! SQLite file; `Server` runs the real `berth` binary on a loopback port.
+
+#![allow(dead_code)]
+
+pub mod server;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use berth::clock::ManualClock;
+use berth::config::Config;
+use berth::oci::Digest;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+pub use server::Server;
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+pub struct TestApp {
+    pub dir: tempfile::TempDir,
+    pub router: Router,
+    pub clock: ManualClock,
+    pub state: berth::AppState,
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The spec error code of an error response.
+    pub fn error_code(&self) -> String {
+        self.json()["errors"][0]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[track_caller]
+    pub fn assert(&self, status: u16) -> &Self {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) -> &Self {
+        self.assert(status);
+        assert_eq!(
+            self.error_code(),
+            code,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        self
+    }
+}
+
+pub fn digest_of(bytes: &[u8]) -> Digest {
+    Digest::sha256_of(bytes)
+}
+
+impl TestApp {
+    pub fn new() -> TestApp {
+        Self::with_config(|_| {})
+    }
+
+    pub fn with_config(f: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        f(&mut config);
+        let clock = ManualClock::at(1_700_000_000);
+        let state = berth::AppState::open(config, Arc::new(clock.clone())).unwrap();
+        TestApp {
+            router: berth::router(state.clone()),
+            dir,
+            clock,
+            state,
+        }
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> Resp {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+    ) -> Resp {
+        let mut b = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).unwrap())
+            .uri(path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        self.send(b.body(body.into()).unwrap()).await
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.call("GET", path, &[], Body::empty()).await
+    }
+
+    pub async fn head(&self, path: &str) -> Resp {
+        self.call("HEAD", path, &[], Body::empty()).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.call("DELETE", path, &[], Body::empty()).await
+    }
+
+    /// Push a blob in one request and return its digest.
+    pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> Digest {
+        let d = digest_of(bytes);
+        self.call(
+            "POST",
+            &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
+            &[],
+            bytes.to_vec(),
+        )
+        .await
+        .assert(201);
+        d
+    }
+
+    /// Start an upload session; returns its Location path.
+    pub async fn start_upload(&self, repo: &str) -> String {
+        let r = self
+            .call(
+                "POST",
+                &format!("/v2/{repo}/blobs/uploads/"),
+                &[],
+                Body::empty(),
+            )
+            .await;
+        r.assert(202);
+        r.header("location").unwrap().to_string()
+    }
+
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Resp {
+        self.call(
+            "PUT",
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &[("content-type", media_type)],
+            body.to_vec(),
+        )
+        .await
+    }
+
+    /// Push a config and `layers` random-ish layers, then an image manifest of `media_type`
+    /// tagged `reference`. Returns the manifest bytes and digest.
+    pub async fn push_image(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        seed: u8,
+    ) -> (Vec<u8>, Digest) {
+        let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"seed\":{seed}}}");
+        let layer: Vec<u8> = (0..1000u32)
+            .map(|i| (i as u8).wrapping_mul(seed).wrapping_add(seed))
+            .collect();
+        let cd = self.push_blob(repo, config.as_bytes()).await;
+        let ld = self.push_blob(repo, &layer).await;
+        let (config_type, layer_type) = if media_type == DOCKER_MANIFEST {
+            (
+                "application/vnd.docker.container.image.v1+json",
+                "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            )
+        } else {
+            (
+                "application/vnd.oci.image.config.v1+json",
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+            )
+        };
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "config": {"mediaType": config_type, "digest": cd.to_string(), "size": config.len()},
+            "layers": [{"mediaType": layer_type, "digest": ld.to_string(), "size": layer.len()}],
+        });
+        let bytes = serde_json::to_vec_pretty(&manifest).unwrap();
+        self.put_manifest(repo, reference, media_type, &bytes)
+            .await
+            .assert(201);
+        let d = digest_of(&bytes);
+        (bytes, d)
+    }
+}
+
+/// Fail with a clear message when a tool the suite needs is missing (never skip).
+#[track_caller]
+pub fn require_tool(name: &str) -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let p = dir.join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "`{name}` is required by this test but is not installed; run the README's test command, which installs it"
+    );
+}
