@@ -3,3 +3,7 @@
 mod common;
 
 mod api_base;
+mod api_blobs;
+mod api_listing;
+mod api_manifests;
+mod api_uploads;

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
+#[allow(unused_imports)]
 pub use server::Server;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
