@@ -91,6 +91,9 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
     if c.data_dir.as_os_str().is_empty() {
         return Err(ConfigError::Invalid("data_dir must not be empty".into()));
     }
+    if let Err(e) = c.log.parse::<tracing_subscriber::filter::Targets>() {
+        return Err(ConfigError::Invalid(format!("log: {e} in {:?}", c.log)));
+    }
     Ok(())
 }
 
