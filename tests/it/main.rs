@@ -7,3 +7,4 @@ mod api_blobs;
 mod api_listing;
 mod api_manifests;
 mod api_uploads;
+mod config_cli;
