@@ -9,10 +9,12 @@ use futures_util::Stream;
 use super::{Error, Registry, Result};
 use crate::db::{blobs, repos, uploads};
 use crate::oci::{Algorithm, Digest, RepoName, UploadId};
-use crate::storage::AppendError;
+use crate::storage::{AppendError, Progress};
 
 /// A `Content-Range` of a chunk: first and last byte, inclusive.
 pub type ChunkRange = (u64, u64);
+
+type Guard = tokio::sync::OwnedMutexGuard<Option<Progress>>;
 
 impl Registry {
     /// Open a new upload session in `repo`.
@@ -32,19 +34,38 @@ impl Registry {
         Ok(id)
     }
 
-    async fn check_session(&self, repo: &RepoName, id: &UploadId) -> Result<i64> {
+    /// Lock a session and check it still exists (a request we waited for may have finished
+    /// it). Returns the lock and the repository id.
+    async fn lock_session(&self, repo: &RepoName, id: &UploadId) -> Result<(Guard, i64)> {
+        let guard = self.sessions.slot(id).lock_owned().await;
         let (r, i) = (repo.to_string(), id.to_string());
-        self.db
+        let found = self
+            .db
             .read(move |c| uploads::find(c, &r, &i).map_err(Error::from))
-            .await?
-            .ok_or(Error::UploadUnknown)
+            .await?;
+        match found {
+            Some(repo_id) => Ok((guard, repo_id)),
+            None => {
+                // Do not keep an in-memory slot for an id that has no session.
+                drop(guard);
+                self.sessions.forget(id);
+                Err(Error::UploadUnknown)
+            }
+        }
+    }
+
+    /// Rebuild a session's progress from its file; a missing file means no session.
+    async fn rehash(&self, id: &UploadId, alg: Algorithm) -> Result<Progress> {
+        match self.store.rehash(id, alg).await {
+            Ok(p) => Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::UploadUnknown),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Bytes received so far.
     pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<u64> {
-        self.check_session(repo, id).await?;
-        let slot = self.sessions.slot(id);
-        let guard = slot.lock().await;
+        let (guard, _) = self.lock_session(repo, id).await?;
         if let Some(p) = guard.as_ref() {
             return Ok(p.len);
         }
@@ -64,12 +85,10 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
     {
-        self.check_session(repo, id).await?;
-        let slot = self.sessions.slot(id);
-        let mut guard = slot.lock().await;
+        let (mut guard, _) = self.lock_session(repo, id).await?;
         let progress = match guard.take() {
             Some(p) => p,
-            None => self.store.rehash(id, Algorithm::Sha256).await?,
+            None => self.rehash(id, Algorithm::Sha256).await?,
         };
         if let Some((start, end)) = range {
             if start != progress.len || end < start {
@@ -113,12 +132,10 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
     {
-        let repo_id = self.check_session(repo, id).await?;
-        let slot = self.sessions.slot(id);
-        let mut guard = slot.lock().await;
+        let (mut guard, repo_id) = self.lock_session(repo, id).await?;
         let mut progress = match guard.take() {
             Some(p) => p,
-            None => self.store.rehash(id, digest.algorithm()).await?,
+            None => self.rehash(id, digest.algorithm()).await?,
         };
         if let Some(body) = body {
             let (after, result) = self.store.append(id, progress, body).await;
@@ -131,7 +148,7 @@ impl Registry {
             progress = after.ok_or_else(|| Error::UploadInvalid("upload state lost".into()))?;
         }
         if progress.hasher.algorithm() != digest.algorithm() {
-            progress = self.store.rehash(id, digest.algorithm()).await?;
+            progress = self.rehash(id, digest.algorithm()).await?;
         }
         let actual = progress.hasher.clone().finish();
         if &actual != digest {
@@ -158,9 +175,7 @@ impl Registry {
 
     /// Abandon an upload session and its bytes.
     pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
-        self.check_session(repo, id).await?;
-        let slot = self.sessions.slot(id);
-        let _guard = slot.lock().await;
+        let (_guard, _) = self.lock_session(repo, id).await?;
         let i = id.to_string();
         self.db
             .write(move |tx| uploads::delete(tx, &i).map_err(Error::from))

@@ -126,8 +126,10 @@ fn commit(from: &Path, to: &Path, sync: Sync) -> io::Result<()> {
     if !dir.exists() {
         fs::create_dir_all(dir)?;
         if sync == Sync::Always {
-            // The new shard folder's own entry must be durable too.
-            sync_dir(dir.parent().expect("shard has a parent"))?;
+            // The new shard folder's entry, and the algorithm folder's if it is new too.
+            let alg_dir = dir.parent().expect("shard has a parent");
+            sync_dir(alg_dir)?;
+            sync_dir(alg_dir.parent().expect("algorithm folder has a parent"))?;
         }
     }
     if sync == Sync::Always {

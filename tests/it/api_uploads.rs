@@ -9,17 +9,39 @@ use crate::common::{TestApp, digest_of};
 async fn monolithic_post_with_digest() {
     let app = TestApp::new();
     let d = digest_of(b"abc");
-    let r = app.call("POST", &format!("/v2/m/blobs/uploads/?digest={d}"), &[], "abc").await;
+    let r = app
+        .call(
+            "POST",
+            &format!("/v2/m/blobs/uploads/?digest={d}"),
+            &[],
+            "abc",
+        )
+        .await;
     r.assert(201);
-    assert_eq!(r.header("location"), Some(format!("/v2/m/blobs/{d}").as_str()));
-    assert_eq!(r.header("docker-content-digest"), Some(d.to_string().as_str()));
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/v2/m/blobs/{d}").as_str())
+    );
+    assert_eq!(
+        r.header("docker-content-digest"),
+        Some(d.to_string().as_str())
+    );
     // A wrong digest is refused and leaves no session behind.
     let wrong = digest_of(b"other");
-    app.call("POST", &format!("/v2/m/blobs/uploads/?digest={wrong}"), &[], "abc")
+    app.call(
+        "POST",
+        &format!("/v2/m/blobs/uploads/?digest={wrong}"),
+        &[],
+        "abc",
+    )
+    .await
+    .assert_error(400, "DIGEST_INVALID");
+    app.get(&format!("/v2/m/blobs/{wrong}"))
         .await
-        .assert_error(400, "DIGEST_INVALID");
-    app.get(&format!("/v2/m/blobs/{wrong}")).await.assert_error(404, "BLOB_UNKNOWN");
-    let left = std::fs::read_dir(app.dir.path().join("uploads")).unwrap().count();
+        .assert_error(404, "BLOB_UNKNOWN");
+    let left = std::fs::read_dir(app.dir.path().join("uploads"))
+        .unwrap()
+        .count();
     assert_eq!(left, 0);
 }
 
@@ -28,8 +50,13 @@ async fn post_then_put_with_body() {
     let app = TestApp::new();
     let loc = app.start_upload("p").await;
     let d = digest_of(b"whole body");
-    app.call("PUT", &format!("{loc}?digest={d}"), &[], "whole body").await.assert(201);
-    assert_eq!(app.get(&format!("/v2/p/blobs/{d}")).await.body.as_ref(), b"whole body");
+    app.call("PUT", &format!("{loc}?digest={d}"), &[], "whole body")
+        .await
+        .assert(201);
+    assert_eq!(
+        app.get(&format!("/v2/p/blobs/{d}")).await.body.as_ref(),
+        b"whole body"
+    );
     // The session is gone once finished.
     app.get(&loc).await.assert_error(404, "BLOB_UPLOAD_UNKNOWN");
 }
@@ -43,40 +70,62 @@ async fn chunked_upload_with_content_range_and_status() {
     assert_eq!(r.header("range"), Some("0-0"));
     assert!(r.header("docker-upload-uuid").is_some());
 
-    let r = app.call("PATCH", &loc, &[("content-range", "0-4"), ("content-length", "5")], "hello").await;
+    let r = app
+        .call(
+            "PATCH",
+            &loc,
+            &[("content-range", "0-4"), ("content-length", "5")],
+            "hello",
+        )
+        .await;
     r.assert(202);
     assert_eq!(r.header("range"), Some("0-4"));
     assert_eq!(r.header("location"), Some(loc.as_str()));
 
     // A gap and an overlap are both 416 with the current range.
     for cr in ["6-7", "3-4"] {
-        let r = app.call("PATCH", &loc, &[("content-range", cr)], "xx").await;
+        let r = app
+            .call("PATCH", &loc, &[("content-range", cr)], "xx")
+            .await;
         r.assert_error(416, "BLOB_UPLOAD_INVALID");
         assert_eq!(r.header("range"), Some("0-4"), "{cr}");
     }
-    app.call("PATCH", &loc, &[("content-range", "5-10")], " world").await.assert(202);
+    app.call("PATCH", &loc, &[("content-range", "5-10")], " world")
+        .await
+        .assert(202);
     let r = app.get(&loc).await;
     assert_eq!(r.header("range"), Some("0-10"));
 
     let d = digest_of(b"hello world");
-    app.call("PUT", &format!("{loc}?digest={d}"), &[], "").await.assert(201);
-    assert_eq!(app.get(&format!("/v2/c/blobs/{d}")).await.body.as_ref(), b"hello world");
+    app.call("PUT", &format!("{loc}?digest={d}"), &[], "")
+        .await
+        .assert(201);
+    assert_eq!(
+        app.get(&format!("/v2/c/blobs/{d}")).await.body.as_ref(),
+        b"hello world"
+    );
 }
 
 #[tokio::test]
 async fn streamed_patch_without_length() {
     let app = TestApp::new();
     let loc = app.start_upload("s").await;
-    let chunks: Vec<Result<Bytes, std::io::Error>> =
-        (0..100u8).map(|i| Ok(Bytes::from(vec![i; 10_000]))).collect();
+    let chunks: Vec<Result<Bytes, std::io::Error>> = (0..100u8)
+        .map(|i| Ok(Bytes::from(vec![i; 10_000])))
+        .collect();
     let all: Vec<u8> = (0..100u8).flat_map(|i| vec![i; 10_000]).collect();
     let body = Body::from_stream(futures_util::stream::iter(chunks));
     let r = app.call("PATCH", &loc, &[], body).await;
     r.assert(202);
     assert_eq!(r.header("range"), Some("0-999999"));
     let d = digest_of(&all);
-    app.call("PUT", &format!("{loc}?digest={d}"), &[], "").await.assert(201);
-    assert_eq!(app.get(&format!("/v2/s/blobs/{d}")).await.body.as_ref(), &all[..]);
+    app.call("PUT", &format!("{loc}?digest={d}"), &[], "")
+        .await
+        .assert(201);
+    assert_eq!(
+        app.get(&format!("/v2/s/blobs/{d}")).await.body.as_ref(),
+        &all[..]
+    );
 }
 
 #[tokio::test]
@@ -84,12 +133,25 @@ async fn digest_mismatch_and_missing_digest_on_put() {
     let app = TestApp::new();
     let loc = app.start_upload("d").await;
     app.call("PATCH", &loc, &[], "data").await.assert(202);
-    app.call("PUT", &loc, &[], "").await.assert_error(400, "DIGEST_INVALID");
+    app.call("PUT", &loc, &[], "")
+        .await
+        .assert_error(400, "DIGEST_INVALID");
     let wrong = digest_of(b"not data");
-    app.call("PUT", &format!("{loc}?digest={wrong}"), &[], "").await.assert_error(400, "DIGEST_INVALID");
-    app.call("PUT", &format!("{loc}?digest=sha256:nothex"), &[], "").await.assert_error(400, "DIGEST_INVALID");
+    app.call("PUT", &format!("{loc}?digest={wrong}"), &[], "")
+        .await
+        .assert_error(400, "DIGEST_INVALID");
+    app.call("PUT", &format!("{loc}?digest=sha256:nothex"), &[], "")
+        .await
+        .assert_error(400, "DIGEST_INVALID");
     // The session is still usable with the right digest.
-    app.call("PUT", &format!("{loc}?digest={}", digest_of(b"data")), &[], "").await.assert(201);
+    app.call(
+        "PUT",
+        &format!("{loc}?digest={}", digest_of(b"data")),
+        &[],
+        "",
+    )
+    .await
+    .assert(201);
 }
 
 #[tokio::test]
@@ -98,13 +160,21 @@ async fn cancel_and_unknown_sessions() {
     let loc = app.start_upload("x").await;
     app.delete(&loc).await.assert(204);
     app.get(&loc).await.assert_error(404, "BLOB_UPLOAD_UNKNOWN");
-    app.call("PATCH", &loc, &[], "a").await.assert_error(404, "BLOB_UPLOAD_UNKNOWN");
-    app.delete(&loc).await.assert_error(404, "BLOB_UPLOAD_UNKNOWN");
+    app.call("PATCH", &loc, &[], "a")
+        .await
+        .assert_error(404, "BLOB_UPLOAD_UNKNOWN");
+    app.delete(&loc)
+        .await
+        .assert_error(404, "BLOB_UPLOAD_UNKNOWN");
     // A session belongs to its repository.
     let loc = app.start_upload("x").await;
     let other = loc.replace("/v2/x/", "/v2/y/");
-    app.get(&other).await.assert_error(404, "BLOB_UPLOAD_UNKNOWN");
-    app.get("/v2/x/blobs/uploads/0123456789abcdef0123456789abcdef").await.assert_error(404, "BLOB_UPLOAD_UNKNOWN");
+    app.get(&other)
+        .await
+        .assert_error(404, "BLOB_UPLOAD_UNKNOWN");
+    app.get("/v2/x/blobs/uploads/0123456789abcdef0123456789abcdef")
+        .await
+        .assert_error(404, "BLOB_UPLOAD_UNKNOWN");
 }
 
 #[tokio::test]
@@ -114,48 +184,144 @@ async fn sha512_uploads_are_verified() {
     h.update(b"five hundred twelve");
     let d = h.finish();
     let loc = app.start_upload("z").await;
-    app.call("PATCH", &loc, &[], "five hundred twelve").await.assert(202);
-    app.call("PUT", &format!("{loc}?digest={d}"), &[], "").await.assert(201);
-    assert_eq!(app.get(&format!("/v2/z/blobs/{d}")).await.body.as_ref(), b"five hundred twelve");
+    app.call("PATCH", &loc, &[], "five hundred twelve")
+        .await
+        .assert(202);
+    app.call("PUT", &format!("{loc}?digest={d}"), &[], "")
+        .await
+        .assert(201);
+    assert_eq!(
+        app.get(&format!("/v2/z/blobs/{d}")).await.body.as_ref(),
+        b"five hundred twelve"
+    );
 }
 
 #[tokio::test]
 async fn cross_repository_mount() {
     let app = TestApp::new();
     let d = app.push_blob("src/repo", b"shared").await;
-    let r = app.call("POST", &format!("/v2/dst/repo/blobs/uploads/?mount={d}&from=src/repo"), &[], "").await;
+    let r = app
+        .call(
+            "POST",
+            &format!("/v2/dst/repo/blobs/uploads/?mount={d}&from=src/repo"),
+            &[],
+            "",
+        )
+        .await;
     r.assert(201);
-    assert_eq!(r.header("location"), Some(format!("/v2/dst/repo/blobs/{d}").as_str()));
-    assert_eq!(r.header("docker-content-digest"), Some(d.to_string().as_str()));
-    app.get(&format!("/v2/dst/repo/blobs/{d}")).await.assert(200);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/v2/dst/repo/blobs/{d}").as_str())
+    );
+    assert_eq!(
+        r.header("docker-content-digest"),
+        Some(d.to_string().as_str())
+    );
+    app.get(&format!("/v2/dst/repo/blobs/{d}"))
+        .await
+        .assert(200);
 
     // Not in the source repository: an ordinary upload session instead.
     let unknown = digest_of(b"elsewhere");
-    let r = app.call("POST", &format!("/v2/dst/repo/blobs/uploads/?mount={unknown}&from=src/repo"), &[], "").await;
+    let r = app
+        .call(
+            "POST",
+            &format!("/v2/dst/repo/blobs/uploads/?mount={unknown}&from=src/repo"),
+            &[],
+            "",
+        )
+        .await;
     r.assert(202);
-    assert!(r.header("location").unwrap().starts_with("/v2/dst/repo/blobs/uploads/"));
-    app.get(&format!("/v2/dst/repo/blobs/{unknown}")).await.assert(404);
+    assert!(
+        r.header("location")
+            .unwrap()
+            .starts_with("/v2/dst/repo/blobs/uploads/")
+    );
+    app.get(&format!("/v2/dst/repo/blobs/{unknown}"))
+        .await
+        .assert(404);
     // A blob of another repository cannot be mounted by naming a repository that lacks it.
-    let r = app.call("POST", &format!("/v2/thief/blobs/uploads/?mount={d}&from=nothere"), &[], "").await;
+    let r = app
+        .call(
+            "POST",
+            &format!("/v2/thief/blobs/uploads/?mount={d}&from=nothere"),
+            &[],
+            "",
+        )
+        .await;
     r.assert(202);
     app.get(&format!("/v2/thief/blobs/{d}")).await.assert(404);
-    app.call("POST", &format!("/v2/dst/blobs/uploads/?mount=bad&from=src/repo"), &[], "").await.assert_error(400, "DIGEST_INVALID");
+    app.call(
+        "POST",
+        &format!("/v2/dst/blobs/uploads/?mount=bad&from=src/repo"),
+        &[],
+        "",
+    )
+    .await
+    .assert_error(400, "DIGEST_INVALID");
 }
 
 #[tokio::test]
 async fn sessions_survive_a_restart() {
     let app = TestApp::new();
     let loc = app.start_upload("keep").await;
-    app.call("PATCH", &loc, &[("content-range", "0-2")], "abc").await.assert(202);
+    app.call("PATCH", &loc, &[("content-range", "0-2")], "abc")
+        .await
+        .assert(202);
     // A new state over the same data directory: nothing in memory carries over.
     let config = (*app.state.config).clone();
     let state = berth::AppState::open(config, std::sync::Arc::new(app.clock.clone())).unwrap();
-    let again = TestApp { router: berth::router(state.clone()), state, dir: app.dir, clock: app.clock };
+    let again = TestApp {
+        router: berth::router(state.clone()),
+        state,
+        dir: app.dir,
+        clock: app.clock,
+    };
     let r = again.get(&loc).await;
     r.assert(204);
     assert_eq!(r.header("range"), Some("0-2"));
-    again.call("PATCH", &loc, &[("content-range", "3-5")], "def").await.assert(202);
+    again
+        .call("PATCH", &loc, &[("content-range", "3-5")], "def")
+        .await
+        .assert(202);
     let d = digest_of(b"abcdef");
-    again.call("PUT", &format!("{loc}?digest={d}"), &[], "").await.assert(201);
-    assert_eq!(again.get(&format!("/v2/keep/blobs/{d}")).await.body.as_ref(), b"abcdef");
+    again
+        .call("PUT", &format!("{loc}?digest={d}"), &[], "")
+        .await
+        .assert(201);
+    assert_eq!(
+        again
+            .get(&format!("/v2/keep/blobs/{d}"))
+            .await
+            .body
+            .as_ref(),
+        b"abcdef"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_finishes_of_one_session() {
+    let app = TestApp::new();
+    let loc = app.start_upload("race").await;
+    let data = vec![7u8; 300_000];
+    app.call("PATCH", &loc, &[], data.clone()).await.assert(202);
+    let d = digest_of(&data);
+    let put = format!("{loc}?digest={d}");
+    let (a, b) = tokio::join!(
+        app.call("PUT", &put, &[], ""),
+        app.call("PUT", &put, &[], "")
+    );
+    let mut statuses = [a.status.as_u16(), b.status.as_u16()];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [201, 404],
+        "one finishes, the other finds no session"
+    );
+    let loser = if a.status == 404 { &a } else { &b };
+    assert_eq!(loser.error_code(), "BLOB_UPLOAD_UNKNOWN");
+    assert_eq!(
+        app.get(&format!("/v2/race/blobs/{d}")).await.body.len(),
+        300_000
+    );
 }
