@@ -12,22 +12,38 @@ async fn get_head_and_ranges() {
     let r = app.get(&path).await;
     r.assert(200);
     assert_eq!(r.body.as_ref(), &data[..]);
-    assert_eq!(r.header("docker-content-digest"), Some(d.to_string().as_str()));
+    assert_eq!(
+        r.header("docker-content-digest"),
+        Some(d.to_string().as_str())
+    );
     assert_eq!(r.header("content-length"), Some("10000"));
 
     let h = app.head(&path).await;
     h.assert(200);
     assert!(h.body.is_empty());
     assert_eq!(h.header("content-length"), Some("10000"));
-    assert_eq!(h.header("docker-content-digest"), Some(d.to_string().as_str()));
+    assert_eq!(
+        h.header("docker-content-digest"),
+        Some(d.to_string().as_str())
+    );
 
-    for (range, start, end) in [("bytes=0-9", 0, 9), ("bytes=9990-", 9990, 9999), ("bytes=-5", 9995, 9999), ("bytes=100-99999", 100, 9999)] {
+    for (range, start, end) in [
+        ("bytes=0-9", 0, 9),
+        ("bytes=9990-", 9990, 9999),
+        ("bytes=-5", 9995, 9999),
+        ("bytes=100-99999", 100, 9999),
+    ] {
         let r = app.call("GET", &path, &[("range", range)], "").await;
         r.assert(206);
         assert_eq!(r.body.as_ref(), &data[start..=end], "{range}");
-        assert_eq!(r.header("content-range"), Some(format!("bytes {start}-{end}/10000").as_str()));
+        assert_eq!(
+            r.header("content-range"),
+            Some(format!("bytes {start}-{end}/10000").as_str())
+        );
     }
-    let r = app.call("GET", &path, &[("range", "bytes=10000-")], "").await;
+    let r = app
+        .call("GET", &path, &[("range", "bytes=10000-")], "")
+        .await;
     r.assert(416);
     assert_eq!(r.header("content-range"), Some("bytes */10000"));
 }
@@ -36,11 +52,17 @@ async fn get_head_and_ranges() {
 async fn blobs_are_visible_only_where_pushed_or_mounted() {
     let app = TestApp::new();
     let d = app.push_blob("team-a/app", b"secret layer").await;
-    app.get(&format!("/v2/team-b/app/blobs/{d}")).await.assert_error(404, "BLOB_UNKNOWN");
-    app.head(&format!("/v2/team-b/app/blobs/{d}")).await.assert(404);
+    app.get(&format!("/v2/team-b/app/blobs/{d}"))
+        .await
+        .assert_error(404, "BLOB_UNKNOWN");
+    app.head(&format!("/v2/team-b/app/blobs/{d}"))
+        .await
+        .assert(404);
     // Pushing the same bytes elsewhere stores them once and links them there.
     app.push_blob("team-b/app", b"secret layer").await;
-    app.get(&format!("/v2/team-b/app/blobs/{d}")).await.assert(200);
+    app.get(&format!("/v2/team-b/app/blobs/{d}"))
+        .await
+        .assert(200);
     let files = walk(&app.dir.path().join("blobs"));
     assert_eq!(files.len(), 1, "{files:?}");
 }
@@ -49,7 +71,11 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
-        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+        if p.is_dir() {
+            out.extend(walk(&p))
+        } else {
+            out.push(p)
+        }
     }
     out
 }
@@ -61,19 +87,35 @@ async fn delete_unlinks_from_the_repository() {
     app.push_blob("b", b"x").await;
     let r = app.delete(&format!("/v2/a/blobs/{d}")).await;
     r.assert(202);
-    app.get(&format!("/v2/a/blobs/{d}")).await.assert_error(404, "BLOB_UNKNOWN");
+    app.get(&format!("/v2/a/blobs/{d}"))
+        .await
+        .assert_error(404, "BLOB_UNKNOWN");
     app.get(&format!("/v2/b/blobs/{d}")).await.assert(200);
-    app.delete(&format!("/v2/a/blobs/{d}")).await.assert_error(404, "BLOB_UNKNOWN");
-    app.delete(&format!("/v2/nope/blobs/{d}")).await.assert_error(404, "BLOB_UNKNOWN");
+    app.delete(&format!("/v2/a/blobs/{d}"))
+        .await
+        .assert_error(404, "BLOB_UNKNOWN");
+    app.delete(&format!("/v2/nope/blobs/{d}"))
+        .await
+        .assert_error(404, "BLOB_UNKNOWN");
 }
 
 #[tokio::test]
 async fn unknown_and_invalid_digests() {
     let app = TestApp::new();
     let unknown = digest_of(b"never pushed");
-    app.get(&format!("/v2/a/blobs/{unknown}")).await.assert_error(404, "BLOB_UNKNOWN");
-    for bad in ["sha256:xyz", "sha256:ABC", "md5:d41d8cd98f00b204e9800998ecf8427e", "nodigest:", "sha256:..%2f..%2fetc"] {
-        app.get(&format!("/v2/a/blobs/{bad}")).await.assert_error(400, "DIGEST_INVALID");
+    app.get(&format!("/v2/a/blobs/{unknown}"))
+        .await
+        .assert_error(404, "BLOB_UNKNOWN");
+    for bad in [
+        "sha256:xyz",
+        "sha256:ABC",
+        "md5:d41d8cd98f00b204e9800998ecf8427e",
+        "nodigest:",
+        "sha256:..%2f..%2fetc",
+    ] {
+        app.get(&format!("/v2/a/blobs/{bad}"))
+            .await
+            .assert_error(400, "DIGEST_INVALID");
     }
 }
 
@@ -89,6 +131,9 @@ async fn traversal_forms_never_reach_the_filesystem() {
     ] {
         let r = app.get(p).await;
         assert!(r.status.is_client_error(), "{p}: {}", r.status);
-        assert!(["NAME_INVALID", "BLOB_UPLOAD_UNKNOWN", "NOT_FOUND"].contains(&r.error_code().as_str()), "{p}");
+        assert!(
+            ["NAME_INVALID", "BLOB_UPLOAD_UNKNOWN", "NOT_FOUND"].contains(&r.error_code().as_str()),
+            "{p}"
+        );
     }
 }

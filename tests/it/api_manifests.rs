@@ -13,12 +13,23 @@ async fn oci_image_roundtrip_exact_bytes() {
         r.assert(200);
         assert_eq!(r.body.as_ref(), &bytes[..], "exact bytes for {reference}");
         assert_eq!(r.header("content-type"), Some(OCI_MANIFEST));
-        assert_eq!(r.header("docker-content-digest"), Some(d.to_string().as_str()));
-        let h = app.head(&format!("/v2/img/oci/manifests/{reference}")).await;
+        assert_eq!(
+            r.header("docker-content-digest"),
+            Some(d.to_string().as_str())
+        );
+        let h = app
+            .head(&format!("/v2/img/oci/manifests/{reference}"))
+            .await;
         h.assert(200);
         assert!(h.body.is_empty());
-        assert_eq!(h.header("content-length"), Some(bytes.len().to_string().as_str()));
-        assert_eq!(h.header("docker-content-digest"), Some(d.to_string().as_str()));
+        assert_eq!(
+            h.header("content-length"),
+            Some(bytes.len().to_string().as_str())
+        );
+        assert_eq!(
+            h.header("docker-content-digest"),
+            Some(d.to_string().as_str())
+        );
     }
 }
 
@@ -32,13 +43,23 @@ async fn put_response_headers() {
     let d = digest_of(&bytes);
     let r = app.put_manifest("h", "latest", OCI_MANIFEST, &bytes).await;
     r.assert(201);
-    assert_eq!(r.header("location"), Some(format!("/v2/h/manifests/{d}").as_str()));
-    assert_eq!(r.header("docker-content-digest"), Some(d.to_string().as_str()));
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/v2/h/manifests/{d}").as_str())
+    );
+    assert_eq!(
+        r.header("docker-content-digest"),
+        Some(d.to_string().as_str())
+    );
     assert!(r.header("oci-subject").is_none());
     // By digest: must match.
-    app.put_manifest("h", &d.to_string(), OCI_MANIFEST, &bytes).await.assert(201);
+    app.put_manifest("h", &d.to_string(), OCI_MANIFEST, &bytes)
+        .await
+        .assert(201);
     let other = digest_of(b"other");
-    app.put_manifest("h", &other.to_string(), OCI_MANIFEST, &bytes).await.assert_error(400, "DIGEST_INVALID");
+    app.put_manifest("h", &other.to_string(), OCI_MANIFEST, &bytes)
+        .await
+        .assert_error(400, "DIGEST_INVALID");
 }
 
 #[tokio::test]
@@ -50,22 +71,34 @@ async fn docker_schema2_and_manifest_list() {
         {"mediaType":DOCKER_MANIFEST,"digest":amd,"size":1,"platform":{"architecture":"amd64","os":"linux"}},
         {"mediaType":DOCKER_MANIFEST,"digest":arm,"size":1,"platform":{"architecture":"arm64","os":"linux"}}]});
     let bytes = serde_json::to_vec(&list).unwrap();
-    app.put_manifest("multi", "latest", DOCKER_LIST, &bytes).await.assert(201);
+    app.put_manifest("multi", "latest", DOCKER_LIST, &bytes)
+        .await
+        .assert(201);
     let r = app.get("/v2/multi/manifests/latest").await;
     assert_eq!(r.header("content-type"), Some(DOCKER_LIST));
     assert_eq!(r.body.as_ref(), &bytes[..]);
     // An index whose child is missing is refused.
     let missing = json!({"schemaVersion":2,"mediaType":OCI_INDEX,"manifests":[
         {"mediaType":OCI_MANIFEST,"digest":digest_of(b"no such manifest"),"size":1}]});
-    app.put_manifest("multi", "broken", OCI_INDEX, &serde_json::to_vec(&missing).unwrap())
-        .await
-        .assert_error(400, "MANIFEST_BLOB_UNKNOWN");
+    app.put_manifest(
+        "multi",
+        "broken",
+        OCI_INDEX,
+        &serde_json::to_vec(&missing).unwrap(),
+    )
+    .await
+    .assert_error(400, "MANIFEST_BLOB_UNKNOWN");
     // A child of another repository does not count.
     let elsewhere = json!({"schemaVersion":2,"mediaType":DOCKER_LIST,"manifests":[
         {"mediaType":DOCKER_MANIFEST,"digest":amd,"size":1}]});
-    app.put_manifest("other", "x", DOCKER_LIST, &serde_json::to_vec(&elsewhere).unwrap())
-        .await
-        .assert_error(400, "MANIFEST_BLOB_UNKNOWN");
+    app.put_manifest(
+        "other",
+        "x",
+        DOCKER_LIST,
+        &serde_json::to_vec(&elsewhere).unwrap(),
+    )
+    .await
+    .assert_error(400, "MANIFEST_BLOB_UNKNOWN");
 }
 
 #[tokio::test]
@@ -76,12 +109,24 @@ async fn manifest_blobs_must_be_in_the_repository() {
     let m = json!({"schemaVersion":2,"mediaType":OCI_MANIFEST,
         "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":cfg,"size":2},
         "layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":layer,"size":5}]});
-    let r = app.put_manifest("one", "t", OCI_MANIFEST, &serde_json::to_vec(&m).unwrap()).await;
+    let r = app
+        .put_manifest("one", "t", OCI_MANIFEST, &serde_json::to_vec(&m).unwrap())
+        .await;
     r.assert_error(400, "MANIFEST_BLOB_UNKNOWN");
-    assert!(r.json()["errors"][0]["message"].as_str().unwrap().contains(&layer.to_string()));
+    assert!(
+        r.json()["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&layer.to_string())
+    );
     // Nothing was stored: no tag, no repository in the catalog.
-    app.get("/v2/one/manifests/t").await.assert_error(404, "MANIFEST_UNKNOWN");
-    assert_eq!(app.get("/v2/_catalog").await.json()["repositories"], json!([]));
+    app.get("/v2/one/manifests/t")
+        .await
+        .assert_error(404, "MANIFEST_UNKNOWN");
+    assert_eq!(
+        app.get("/v2/_catalog").await.json()["repositories"],
+        json!([])
+    );
 }
 
 #[tokio::test]
@@ -99,24 +144,48 @@ async fn invalid_manifests_are_400() {
         (json!({"schemaVersion":2,"mediaType":OCI_MANIFEST,"config":{"mediaType":"x","digest":"sha256:1","size":1},"layers":[]}).to_string(), OCI_MANIFEST),
     ];
     for (body, ct) in cases {
-        app.put_manifest("v", "t", ct, body.as_bytes()).await.assert_error(400, "MANIFEST_INVALID");
+        app.put_manifest("v", "t", ct, body.as_bytes())
+            .await
+            .assert_error(400, "MANIFEST_INVALID");
     }
-    app.put_manifest("v", "bad:tag:x", OCI_MANIFEST, good.to_string().as_bytes()).await.assert_error(400, "DIGEST_INVALID");
-    app.put_manifest("v", "-bad", OCI_MANIFEST, good.to_string().as_bytes()).await.assert_error(400, "TAG_INVALID");
-    app.put_manifest("v", &"t".repeat(129), OCI_MANIFEST, good.to_string().as_bytes()).await.assert_error(400, "TAG_INVALID");
-    app.put_manifest("V", "t", OCI_MANIFEST, good.to_string().as_bytes()).await.assert_error(400, "NAME_INVALID");
+    app.put_manifest("v", "bad:tag:x", OCI_MANIFEST, good.to_string().as_bytes())
+        .await
+        .assert_error(400, "DIGEST_INVALID");
+    app.put_manifest("v", "-bad", OCI_MANIFEST, good.to_string().as_bytes())
+        .await
+        .assert_error(400, "TAG_INVALID");
+    app.put_manifest(
+        "v",
+        &"t".repeat(129),
+        OCI_MANIFEST,
+        good.to_string().as_bytes(),
+    )
+    .await
+    .assert_error(400, "TAG_INVALID");
+    app.put_manifest("V", "t", OCI_MANIFEST, good.to_string().as_bytes())
+        .await
+        .assert_error(400, "NAME_INVALID");
 }
 
 #[tokio::test]
 async fn manifests_over_4_mib_are_refused() {
     let app = TestApp::new();
     let big = vec![b' '; 4 * 1024 * 1024 + 1];
-    app.put_manifest("big", "t", OCI_MANIFEST, &big).await.assert_error(413, "SIZE_INVALID");
-    // Without a Content-Length (streamed) the limit holds too.
-    let stream = futures_util::stream::iter((0..5).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 1024 * 1024]))));
-    app.call("PUT", "/v2/big/manifests/t", &[("content-type", OCI_MANIFEST)], axum::body::Body::from_stream(stream))
+    app.put_manifest("big", "t", OCI_MANIFEST, &big)
         .await
         .assert_error(413, "SIZE_INVALID");
+    // Without a Content-Length (streamed) the limit holds too.
+    let stream = futures_util::stream::iter(
+        (0..5).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 1024 * 1024]))),
+    );
+    app.call(
+        "PUT",
+        "/v2/big/manifests/t",
+        &[("content-type", OCI_MANIFEST)],
+        axum::body::Body::from_stream(stream),
+    )
+    .await
+    .assert_error(413, "SIZE_INVALID");
 }
 
 #[tokio::test]
@@ -124,17 +193,31 @@ async fn delete_by_tag_keeps_the_manifest() {
     let app = TestApp::new();
     let (_, d) = app.push_image("del", "a", OCI_MANIFEST, 4).await;
     let bytes = app.get(&format!("/v2/del/manifests/{d}")).await.body;
-    app.put_manifest("del", "b", OCI_MANIFEST, &bytes).await.assert(201);
+    app.put_manifest("del", "b", OCI_MANIFEST, &bytes)
+        .await
+        .assert(201);
     app.delete("/v2/del/manifests/a").await.assert(202);
-    app.get("/v2/del/manifests/a").await.assert_error(404, "MANIFEST_UNKNOWN");
+    app.get("/v2/del/manifests/a")
+        .await
+        .assert_error(404, "MANIFEST_UNKNOWN");
     app.get("/v2/del/manifests/b").await.assert(200);
     app.get(&format!("/v2/del/manifests/{d}")).await.assert(200);
-    app.delete("/v2/del/manifests/a").await.assert_error(404, "MANIFEST_UNKNOWN");
+    app.delete("/v2/del/manifests/a")
+        .await
+        .assert_error(404, "MANIFEST_UNKNOWN");
     // By digest: the manifest and every tag on it go.
-    app.delete(&format!("/v2/del/manifests/{d}")).await.assert(202);
-    app.get(&format!("/v2/del/manifests/{d}")).await.assert_error(404, "MANIFEST_UNKNOWN");
-    app.get("/v2/del/manifests/b").await.assert_error(404, "MANIFEST_UNKNOWN");
-    app.delete("/v2/nope/manifests/latest").await.assert_error(404, "MANIFEST_UNKNOWN");
+    app.delete(&format!("/v2/del/manifests/{d}"))
+        .await
+        .assert(202);
+    app.get(&format!("/v2/del/manifests/{d}"))
+        .await
+        .assert_error(404, "MANIFEST_UNKNOWN");
+    app.get("/v2/del/manifests/b")
+        .await
+        .assert_error(404, "MANIFEST_UNKNOWN");
+    app.delete("/v2/nope/manifests/latest")
+        .await
+        .assert_error(404, "MANIFEST_UNKNOWN");
 }
 
 #[tokio::test]
@@ -144,8 +227,13 @@ async fn tags_move() {
     let (_, second) = app.push_image("mv", "latest", OCI_MANIFEST, 6).await;
     assert_ne!(first, second);
     let r = app.get("/v2/mv/manifests/latest").await;
-    assert_eq!(r.header("docker-content-digest"), Some(second.to_string().as_str()));
-    app.get(&format!("/v2/mv/manifests/{first}")).await.assert(200);
+    assert_eq!(
+        r.header("docker-content-digest"),
+        Some(second.to_string().as_str())
+    );
+    app.get(&format!("/v2/mv/manifests/{first}"))
+        .await
+        .assert(200);
 }
 
 #[tokio::test]
@@ -161,12 +249,21 @@ async fn artifacts_and_subject_header() {
         "annotations":{"org.example":"yes"}});
     let bytes = serde_json::to_vec(&artifact).unwrap();
     let d = digest_of(&bytes);
-    let r = app.put_manifest("art", &d.to_string(), OCI_MANIFEST, &bytes).await;
+    let r = app
+        .put_manifest("art", &d.to_string(), OCI_MANIFEST, &bytes)
+        .await;
     r.assert(201);
     assert_eq!(r.header("oci-subject"), Some(subject.to_string().as_str()));
     // A subject that does not exist (yet) is accepted, as OCI 1.1 asks.
     let dangling = json!({"schemaVersion":2,"mediaType":OCI_MANIFEST,
         "config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":empty,"size":2},"layers":[],
         "subject":{"mediaType":OCI_MANIFEST,"digest":digest_of(b"future"),"size":1}});
-    app.put_manifest("art", "dangling", OCI_MANIFEST, &serde_json::to_vec(&dangling).unwrap()).await.assert(201);
+    app.put_manifest(
+        "art",
+        "dangling",
+        OCI_MANIFEST,
+        &serde_json::to_vec(&dangling).unwrap(),
+    )
+    .await
+    .assert(201);
 }

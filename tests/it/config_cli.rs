@@ -41,20 +41,43 @@ fn config_show_prints_embedded_defaults() {
 fn layers_apply_in_order_file_env_flags() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("berth.toml");
-    std::fs::write(&file, "listen = \"0.0.0.0:7000\"\ndata_dir = \"/from/file\"\nlog = \"debug\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "listen = \"0.0.0.0:7000\"\ndata_dir = \"/from/file\"\nlog = \"debug\"\n",
+    )
+    .unwrap();
     let f = file.to_str().unwrap();
     let o = berth(dir.path(), &["--config", f, "config", "show"], &[]);
     assert!(stdout(&o).contains("listen = \"0.0.0.0:7000\""));
     assert!(stdout(&o).contains("log = \"debug\""));
-    let o = berth(dir.path(), &["--config", f, "config", "show"], &[("BERTH_LISTEN", "127.0.0.1:7001")]);
-    assert!(stdout(&o).contains("listen = \"127.0.0.1:7001\""), "env beats file");
+    let o = berth(
+        dir.path(),
+        &["--config", f, "config", "show"],
+        &[("BERTH_LISTEN", "127.0.0.1:7001")],
+    );
+    assert!(
+        stdout(&o).contains("listen = \"127.0.0.1:7001\""),
+        "env beats file"
+    );
     assert!(stdout(&o).contains("data_dir = \"/from/file\""));
     let o = berth(
         dir.path(),
-        &["--config", f, "config", "show", "--listen", "127.0.0.1:7002", "--data-dir", "/flag"],
+        &[
+            "--config",
+            f,
+            "config",
+            "show",
+            "--listen",
+            "127.0.0.1:7002",
+            "--data-dir",
+            "/flag",
+        ],
         &[("BERTH_LISTEN", "127.0.0.1:7001")],
     );
-    assert!(stdout(&o).contains("listen = \"127.0.0.1:7002\""), "flag beats env");
+    assert!(
+        stdout(&o).contains("listen = \"127.0.0.1:7002\""),
+        "flag beats env"
+    );
     assert!(stdout(&o).contains("data_dir = \"/flag\""));
     // BERTH_CONFIG names the file like --config.
     let o = berth(dir.path(), &["config", "show"], &[("BERTH_CONFIG", f)]);
@@ -76,15 +99,47 @@ fn unknown_keys_and_invalid_values_exit_2_with_one_line() {
     let file = dir.path().join("bad.toml");
     std::fs::write(&file, "listen = \"127.0.0.1:1\"\nlisten_adress = \"x\"\n").unwrap();
     let f = file.to_str().unwrap();
-    refused(&berth(dir.path(), &["--config", f, "serve"], &[]), "listen_adress");
-    refused(&berth(dir.path(), &["config", "show"], &[("BERTH_LISTN", "x")]), "listn");
-    refused(&berth(dir.path(), &["serve"], &[("BERTH_LISTEN", "not-an-address")]), "LISTEN");
-    refused(&berth(dir.path(), &["serve", "--listen", "300.0.0.1:80"], &[]), "listen");
-    refused(&berth(dir.path(), &["serve"], &[("BERTH_DURABILITY", "sometimes")]), "sometimes");
-    refused(&berth(dir.path(), &["serve"], &[("BERTH_LOG", "berth=loud")]), "log");
-    refused(&berth(dir.path(), &["--config", "/no/such/file.toml", "serve"], &[]), "does not exist");
+    refused(
+        &berth(dir.path(), &["--config", f, "serve"], &[]),
+        "listen_adress",
+    );
+    refused(
+        &berth(dir.path(), &["config", "show"], &[("BERTH_LISTN", "x")]),
+        "listn",
+    );
+    refused(
+        &berth(
+            dir.path(),
+            &["serve"],
+            &[("BERTH_LISTEN", "not-an-address")],
+        ),
+        "LISTEN",
+    );
+    refused(
+        &berth(dir.path(), &["serve", "--listen", "300.0.0.1:80"], &[]),
+        "listen",
+    );
+    refused(
+        &berth(dir.path(), &["serve"], &[("BERTH_DURABILITY", "sometimes")]),
+        "sometimes",
+    );
+    refused(
+        &berth(dir.path(), &["serve"], &[("BERTH_LOG", "berth=loud")]),
+        "log",
+    );
+    refused(
+        &berth(
+            dir.path(),
+            &["--config", "/no/such/file.toml", "serve"],
+            &[],
+        ),
+        "does not exist",
+    );
     std::fs::write(&file, "listen = [").unwrap();
-    refused(&berth(dir.path(), &["--config", f, "serve"], &[]), "bad.toml");
+    refused(
+        &berth(dir.path(), &["--config", f, "serve"], &[]),
+        "bad.toml",
+    );
     let o = berth(dir.path(), &["no-such-command"], &[]);
     assert_eq!(o.status.code(), Some(2));
 }
@@ -108,12 +163,19 @@ fn serve_with_embedded_defaults_and_stop_on_sigterm() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect("127.0.0.1:5000").is_err() {
-        assert!(Instant::now() < deadline, "berth did not listen on 127.0.0.1:5000");
+        assert!(
+            Instant::now() < deadline,
+            "berth did not listen on 127.0.0.1:5000"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(dir.path().join("berth-data/berth.db").is_file());
     assert!(dir.path().join("berth-data/blobs").is_dir());
-    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "graceful exit, got {status}");
     let mut log = String::new();
