@@ -253,7 +253,7 @@ mod tests {
             format!(r#"{{"schemaVersion":1,"mediaType":"{OCI_MANIFEST}"}}"#),
             format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","layers":[]}}"#),
             format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}"}}"#),
-            format!(r#"{{"schemaVersion":2,"mediaType":"text/plain"}}"#),
+            r#"{"schemaVersion":2,"mediaType":"text/plain"}"#.to_string(),
             format!(
                 r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"a/b","digest":"sha256:zz","size":1}},"layers":[]}}"#
             ),

@@ -253,7 +253,7 @@ async fn cross_repository_mount() {
     app.get(&format!("/v2/thief/blobs/{d}")).await.assert(404);
     app.call(
         "POST",
-        &format!("/v2/dst/blobs/uploads/?mount=bad&from=src/repo"),
+        "/v2/dst/blobs/uploads/?mount=bad&from=src/repo",
         &[],
         "",
     )

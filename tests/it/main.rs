@@ -8,3 +8,7 @@ mod api_listing;
 mod api_manifests;
 mod api_uploads;
 mod config_cli;
+mod crash;
+mod e2e_docker;
+mod e2e_skopeo;
+mod memory;

@@ -3,6 +3,10 @@
 
 #![allow(dead_code)]
 
+pub mod cmd;
+pub mod images;
+pub mod net;
+pub mod prng;
 pub mod server;
 
 use std::sync::Arc;

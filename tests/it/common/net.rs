@@ -1,0 +1,89 @@
+//! HTTP helpers for tests against the real binary (`Server`): a client, and blob reads that
+//! hash the body as it arrives instead of holding it.
+
+use std::time::Duration;
+
+use berth::oci::{Algorithm, Digest, Hasher};
+use futures_util::StreamExt;
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .expect("build an HTTP client")
+}
+
+/// An absolute URL for a `Location` header, which may be a path on `base`.
+pub fn absolute(base: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        location.to_string()
+    } else {
+        format!("{}{location}", base.trim_end_matches('/'))
+    }
+}
+
+/// `url` with one more query parameter.
+pub fn with_query(url: &str, key: &str, value: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{key}={value}")
+}
+
+/// The response to a GET whose body was hashed, not kept.
+#[derive(Debug)]
+pub struct Fetched {
+    pub status: u16,
+    /// Body length and digest of a successful response.
+    pub len: u64,
+    pub digest: Option<Digest>,
+    /// The spec error code of an error response.
+    pub code: Option<String>,
+    /// The text of an error response.
+    pub error_body: String,
+}
+
+/// GET `url`, streaming a successful body through SHA-256.
+pub async fn fetch_hashed(client: &reqwest::Client, url: &str) -> Fetched {
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status().as_u16();
+    if !resp.status().is_success() {
+        let error_body = resp.text().await.unwrap_or_default();
+        let code = serde_json::from_str::<serde_json::Value>(&error_body)
+            .ok()
+            .and_then(|v| v["errors"][0]["code"].as_str().map(str::to_string));
+        return Fetched {
+            status,
+            len: 0,
+            digest: None,
+            code,
+            error_body,
+        };
+    }
+    let mut hasher = Hasher::new(Algorithm::Sha256);
+    let mut len = 0u64;
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk =
+            chunk.unwrap_or_else(|e| panic!("GET {url}: body failed after {len} bytes: {e}"));
+        hasher.update(&chunk);
+        len += chunk.len() as u64;
+    }
+    Fetched {
+        status,
+        len,
+        digest: Some(hasher.finish()),
+        code: None,
+        error_body: String::new(),
+    }
+}
+
+/// The spec error code of an error body, or the whole body when it has none.
+pub fn error_code(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["errors"][0]["code"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+}
