@@ -24,6 +24,9 @@ pub struct Config {
     pub durability: Durability,
     /// Seconds in-flight requests get to finish after SIGTERM or ctrl-c.
     pub shutdown_grace_secs: u64,
+    /// File holding the first administrator's password (read once, when no user exists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +44,7 @@ impl Default for Config {
             log: "info".into(),
             durability: Durability::PowerLoss,
             shutdown_grace_secs: 30,
+            admin_password_file: None,
         }
     }
 }
@@ -85,7 +89,7 @@ pub fn load(file: Option<&Path>, cli: &Overrides) -> Result<Config, ConfigError>
 }
 
 /// `BERTH_*` variables that are not configuration keys (read elsewhere, or by the shell).
-const NOT_CONFIG_KEYS: &[&str] = &["config"];
+const NOT_CONFIG_KEYS: &[&str] = &["config", "admin_password"];
 
 fn validate(c: &Config) -> Result<(), ConfigError> {
     if c.data_dir.as_os_str().is_empty() {

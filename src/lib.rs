@@ -1,11 +1,11 @@
 //! berth: a private container registry in one binary.
 //!
 //! ```text
-//! registry/ (the /v2 API)            cli (admin commands)
+//! registry/ (the /v2 API, /token)     cli (admin commands)
 //!            \                          /
-//!             core/ (business rules: uploads, manifests, tags)
-//!             /                      \
-//!   db/ (rusqlite only)      storage/ (blob files only)
+//!   core/ (uploads, manifests, tags)   auth/ (users, tokens, grants)
+//!             /                      \     /
+//!   storage/ (blob files only)      db/ (rusqlite only)
 //!             \                      /
 //!              oci/ (pure types: Digest, RepoName, Reference, manifests)
 //! ```
@@ -13,6 +13,7 @@
 //! Dependencies point down only. `lib.rs` builds the app so tests can drive the router;
 //! `main.rs` only hands over to `cli`.
 
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -26,7 +27,7 @@ pub mod state;
 pub mod storage;
 
 use axum::Router;
-use axum::routing::any;
+use axum::routing::{any, get};
 
 pub use state::AppState;
 
@@ -36,6 +37,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v2", any(registry::dispatch))
         .route("/v2/", any(registry::dispatch))
         .route("/v2/{*rest}", any(registry::dispatch))
+        .route(
+            "/token",
+            get(registry::token::get).post(registry::token::post),
+        )
         .fallback(http::not_found)
         .layer(axum::middleware::from_fn(http::log_request))
         .with_state(state)

@@ -25,7 +25,8 @@ pub async fn run(
     let app = crate::router(state.clone());
 
     let mut rx = stop_rx.clone();
-    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let make = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let serve = axum::serve(listener, make).with_graceful_shutdown(async move {
         let _ = rx.wait_for(|s| *s).await;
     });
     let serve = tokio::spawn(async move { serve.await });

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::Auth;
 use crate::clock::Clock;
 use crate::config::{self, Config};
 use crate::core::Registry;
@@ -12,6 +13,7 @@ use crate::storage::{self, Store};
 pub struct AppState {
     pub config: Arc<Config>,
     pub registry: Registry,
+    pub auth: Auth,
 }
 
 impl AppState {
@@ -32,9 +34,12 @@ impl AppState {
             .with_context(|| format!("cannot open database {}", db_path.display()))?;
         let store = Store::open(&config.data_dir, blob_sync)
             .with_context(|| format!("cannot open blob store in {}", config.data_dir.display()))?;
+        let auth =
+            Auth::open(db.clone(), clock.clone()).context("cannot load the token signing key")?;
         Ok(AppState {
             config: Arc::new(config),
             registry: Registry::new(db, store, clock),
+            auth,
         })
     }
 }

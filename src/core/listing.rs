@@ -51,12 +51,19 @@ impl Registry {
         Ok(page(items, limit))
     }
 
-    /// Repository names in lexical order, after `last`, at most `n`.
-    pub async fn catalog(&self, n: Option<i64>, last: Option<String>) -> Result<Page> {
+    /// Repository names that pass `visible`, in lexical order, after `last`, at most `n`.
+    pub async fn catalog(
+        &self,
+        n: Option<i64>,
+        last: Option<String>,
+        visible: impl Fn(&str) -> bool + Send + 'static,
+    ) -> Result<Page> {
         let limit = n.unwrap_or(MAX_PAGE).clamp(0, MAX_PAGE);
         let items = self
             .db
-            .read(move |c| repos::catalog(c, last.as_deref(), limit + 1).map_err(Error::from))
+            .read(move |c| {
+                repos::catalog(c, last.as_deref(), limit + 1, &visible).map_err(Error::from)
+            })
             .await?;
         Ok(page(items, limit))
     }

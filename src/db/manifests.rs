@@ -240,7 +240,12 @@ mod tests {
             missing(&c, r, &["sha256:m".into(), "sha256:n".into()]).unwrap(),
             ["sha256:n"]
         );
-        assert_eq!(repos::catalog(&c, None, 10).unwrap(), ["r"]);
+        assert_eq!(repos::catalog(&c, None, 10, &|_| true).unwrap(), ["r"]);
+        assert!(
+            repos::catalog(&c, None, 10, &|n| n != "r")
+                .unwrap()
+                .is_empty()
+        );
         assert!(delete(&c, r, "sha256:m").unwrap());
         assert!(by_tag(&c, "r", "v1", false).unwrap().is_none());
         let refs: i64 = c

@@ -5,11 +5,15 @@
 //! pool, never on the async workers: one writer connection (SQLite has one writer anyway) and
 //! a small pool of readers, which WAL lets run beside the writer.
 
+pub mod audit;
 pub mod blobs;
 pub mod manifests;
 pub mod repos;
+pub mod settings;
 pub mod tags;
+pub mod tokens;
 pub mod uploads;
+pub mod users;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -17,8 +21,10 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 /// Numbered migrations, embedded in the binary and applied in order before the server binds.
-const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../../migrations/0001_init.sql")),
+    ("0002_auth", include_str!("../../migrations/0002_auth.sql")),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -222,6 +228,10 @@ pub(crate) mod tests_support {
         c
     }
 }
+
+/// A connection as the query functions take it (a write transaction derefs to one), so that
+/// callers can name it in helper signatures without depending on rusqlite.
+pub type Conn = Connection;
 
 /// What every query function returns.
 pub type Result<T> = std::result::Result<T, DbError>;

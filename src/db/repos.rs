@@ -24,16 +24,29 @@ pub fn find(c: &Connection, name: &str) -> Result<Option<i64>> {
     )
 }
 
-/// Repositories that hold at least one manifest, sorted, after `last`, at most `limit`.
-pub fn catalog(c: &Connection, last: Option<&str>, limit: i64) -> Result<Vec<String>> {
+/// Repositories that hold at least one manifest and pass `keep`, sorted, after `last`, at
+/// most `limit`.
+pub fn catalog(
+    c: &Connection,
+    last: Option<&str>,
+    limit: i64,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<Vec<String>> {
     let mut st = c.prepare_cached(
         "SELECT r.name FROM repositories r
          WHERE r.name > ?1 AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = r.id)
-         ORDER BY r.name LIMIT ?2",
+         ORDER BY r.name",
     )?;
-    Ok(st
-        .query_map(params![last.unwrap_or(""), limit], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?)
+    let mut rows = st.query(params![last.unwrap_or("")])?;
+    let mut out = Vec::new();
+    while (out.len() as i64) < limit {
+        let Some(row) = rows.next()? else { break };
+        let name: String = row.get(0)?;
+        if keep(&name) {
+            out.push(name);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -48,6 +61,6 @@ mod tests {
         assert_eq!(find(&c, "a/b").unwrap(), Some(a));
         assert_eq!(find(&c, "zz").unwrap(), None);
         // No manifests yet, so not in the catalog.
-        assert!(catalog(&c, None, 10).unwrap().is_empty());
+        assert!(catalog(&c, None, 10, &|_| true).unwrap().is_empty());
     }
 }

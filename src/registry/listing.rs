@@ -6,6 +6,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::{ApiResult, Query, hv};
+use crate::auth::{Action, Subject};
 use crate::core::{Error, Page, Registry};
 use crate::oci::manifest::OCI_INDEX;
 use crate::oci::{Digest, RepoName};
@@ -50,9 +51,13 @@ pub async fn tags(reg: &Registry, repo: &RepoName, query: &Query) -> ApiResult {
 }
 
 /// GET /v2/_catalog?n=<n>&last=<last>
-pub async fn catalog(reg: &Registry, query: &Query) -> ApiResult {
+/// Lists only repositories the caller may pull.
+pub async fn catalog(reg: &Registry, subject: &Subject, query: &Query) -> ApiResult {
     let (n, last) = page_params(query)?;
-    let page = reg.catalog(n, last).await?;
+    let subject = subject.clone();
+    let page = reg
+        .catalog(n, last, move |name| subject.may(name, Action::Pull))
+        .await?;
     let body = json!({ "repositories": page.items });
     Ok(json_page(body, &page, "/v2/_catalog", n))
 }

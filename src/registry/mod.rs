@@ -5,12 +5,14 @@
 //! business rules and never touch `db` or `storage`. One catch-all route feeds the pure
 //! `route::parse`, then a `(route, method)` table picks the handler.
 
+mod auth;
 mod blobs;
 mod error;
 mod listing;
 mod manifests;
 mod query;
 pub mod route;
+pub mod token;
 mod uploads;
 
 use axum::body::Body;
@@ -22,7 +24,8 @@ pub use error::{ApiError, error_body};
 use query::Query;
 use route::{Route, RouteError};
 
-use crate::core::{Error, Registry};
+use crate::auth::Subject;
+use crate::core::Error;
 use crate::state::AppState;
 
 pub type ApiResult = Result<Response, ApiError>;
@@ -32,9 +35,7 @@ const API_VERSION: HeaderValue = HeaderValue::from_static("registry/2.0");
 /// `* /v2/*`: every registry request enters here.
 pub async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
     let mut resp = match route::parse(req.uri().path()) {
-        Ok(route) => handle(&app.registry, route, req)
-            .await
-            .unwrap_or_else(|e| e.into_response()),
+        Ok(route) => guarded(&app, route, req).await,
         Err(RouteError::Invalid(e)) => ApiError(e).into_response(),
         Err(RouteError::NotFound) => error_body(
             StatusCode::NOT_FOUND,
@@ -47,13 +48,41 @@ pub async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
     resp
 }
 
-async fn handle(reg: &Registry, route: Route, req: Request) -> ApiResult {
+/// Who is asking, from where: what handlers need beyond the route.
+pub struct Caller {
+    pub subject: Subject,
+    pub addr: String,
+}
+
+/// Authenticate, check access for the route, then run the handler.
+async fn guarded(app: &AppState, route: Route, req: Request) -> Response {
+    let creds = match auth::credentials(req.headers()) {
+        Ok(c) => c,
+        Err(why) => return auth::challenge(req.headers(), None, why),
+    };
+    let addr = auth::client_addr(&req);
+    let subject = match app.auth.authenticate(&creds, &addr).await {
+        Ok(s) => s,
+        Err(e) => return auth::refused(req.headers(), &e),
+    };
+    let need = auth::need(&route, req.method());
+    if let Err(resp) = auth::check(req.headers(), &creds, &subject, &need) {
+        return resp;
+    }
+    let caller = Caller { subject, addr };
+    handle(app, &caller, route, req)
+        .await
+        .unwrap_or_else(|e| e.into_response())
+}
+
+async fn handle(app: &AppState, caller: &Caller, route: Route, req: Request) -> ApiResult {
+    let reg = &app.registry;
     let query = Query::parse(req.uri().query());
     let method = req.method().clone();
     let head = method == Method::HEAD;
     match (route, method) {
         (Route::Base, Method::GET | Method::HEAD) => Ok(json_ok("{}")),
-        (Route::Catalog, Method::GET) => listing::catalog(reg, &query).await,
+        (Route::Catalog, Method::GET) => listing::catalog(reg, &caller.subject, &query).await,
         (Route::Tags(repo), Method::GET) => listing::tags(reg, &repo, &query).await,
         (Route::Referrers(repo, d), Method::GET) => {
             listing::referrers(reg, &repo, &d, &query).await
@@ -62,17 +91,39 @@ async fn handle(reg: &Registry, route: Route, req: Request) -> ApiResult {
             manifests::get(reg, &repo, &r, head).await
         }
         (Route::Manifest(repo, r), Method::PUT) => manifests::put(reg, &repo, &r, req).await,
-        (Route::Manifest(repo, r), Method::DELETE) => manifests::delete(reg, &repo, &r).await,
+        (Route::Manifest(repo, r), Method::DELETE) => {
+            let resp = manifests::delete(reg, &repo, &r).await?;
+            audit(app, caller, "manifest.delete", format!("{repo}:{r}")).await;
+            Ok(resp)
+        }
         (Route::Blob(repo, d), Method::GET | Method::HEAD) => {
             blobs::get(reg, &repo, &d, req.headers(), head).await
         }
-        (Route::Blob(repo, d), Method::DELETE) => blobs::delete(reg, &repo, &d).await,
-        (Route::UploadStart(repo), Method::POST) => uploads::start(reg, &repo, &query, req).await,
+        (Route::Blob(repo, d), Method::DELETE) => {
+            let resp = blobs::delete(reg, &repo, &d).await?;
+            audit(app, caller, "blob.delete", format!("{repo}@{d}")).await;
+            Ok(resp)
+        }
+        (Route::UploadStart(repo), Method::POST) => {
+            let mount_ok = auth::may_mount_from(&caller.subject, &query);
+            uploads::start(reg, &repo, &query, mount_ok, req).await
+        }
         (Route::Upload(repo, id), Method::GET) => uploads::status(reg, &repo, &id).await,
         (Route::Upload(repo, id), Method::PATCH) => uploads::patch(reg, &repo, &id, req).await,
         (Route::Upload(repo, id), Method::PUT) => uploads::put(reg, &repo, &id, &query, req).await,
         (Route::Upload(repo, id), Method::DELETE) => uploads::cancel(reg, &repo, &id).await,
         (_, m) => Err(Error::Unsupported(format!("{m} is not supported on this endpoint")).into()),
+    }
+}
+
+/// Deletes are audited after they succeed; a failure to audit is logged, not returned.
+async fn audit(app: &AppState, caller: &Caller, action: &str, detail: String) {
+    if let Err(e) = app
+        .auth
+        .audit(&caller.subject, &caller.addr, action, detail)
+        .await
+    {
+        tracing::error!(error = %e, action, "could not write an audit entry");
     }
 }
 

@@ -45,9 +45,16 @@ fn query_digest(query: &Query, key: &str) -> Result<Option<Digest>, Error> {
 
 /// POST /v2/<name>/blobs/uploads/ — also `?digest=<digest>` (monolithic) and
 /// `?mount=<digest>&from=<other name>` (cross-repository mount).
-pub async fn start(reg: &Registry, repo: &RepoName, query: &Query, req: Request) -> ApiResult {
+/// `mount_ok` says whether the caller may read the `from` repository.
+pub async fn start(
+    reg: &Registry,
+    repo: &RepoName,
+    query: &Query,
+    mount_ok: bool,
+    req: Request,
+) -> ApiResult {
     if let Some(mount) = query_digest(query, "mount")? {
-        if let Some(from) = query.get("from") {
+        if let Some(from) = query.get("from").filter(|_| mount_ok) {
             let from = RepoName::parse(from).map_err(|_| Error::NameInvalid)?;
             if reg.mount_blob(repo, &from, &mount).await? {
                 return Ok(created(repo, &mount));

@@ -276,6 +276,7 @@ async fn sessions_survive_a_restart() {
         state,
         dir: app.dir,
         clock: app.clock,
+        auth_header: app.auth_header,
     };
     let r = again.get(&loc).await;
     r.assert(204);

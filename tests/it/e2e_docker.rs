@@ -15,7 +15,7 @@ use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
 
 use crate::common::cmd::{output, pipe, run, run_to_file};
 use crate::common::net::{client, fetch_hashed};
-use crate::common::{DOCKER_MANIFEST, Server, require_tool};
+use crate::common::{ADMIN_PASSWORD, DOCKER_MANIFEST, Server, require_tool};
 
 /// The docker CLI, after checking once that the daemon answers.
 fn docker_cli() -> &'static Path {
@@ -37,7 +37,8 @@ fn docker(args: &[&str]) -> String {
     run(Command::new(docker_cli()).args(args))
 }
 
-/// Image references this test created; removed from the daemon however the test ends.
+/// Image references this test created; removed from the daemon however the test ends, and
+/// the registry logged out of.
 struct Images(Vec<String>);
 
 impl Drop for Images {
@@ -46,8 +47,19 @@ impl Drop for Images {
             let _ = Command::new("docker")
                 .args(["rmi", "--force", image])
                 .output();
+            if let Some((host, _)) = image.split_once('/') {
+                let _ = Command::new("docker").args(["logout", host]).output();
+            }
         }
     }
+}
+
+/// `docker login HOST -u USER --password-stdin`.
+pub fn login(host: &str, user: &str, secret: &str) -> String {
+    pipe(
+        Command::new("printf").arg("%s").arg(secret),
+        Command::new(docker_cli()).args(["login", host, "-u", user, "--password-stdin"]),
+    )
 }
 
 /// A repository name no other run uses, so parallel runs and leftovers never collide.
@@ -106,6 +118,7 @@ async fn docker_pushes_pulls_and_runs_busybox() {
     let _cleanup = Images(vec![image.clone()]);
 
     import(&root, &image);
+    login(&server.host(), "admin", ADMIN_PASSWORD);
     docker(&["push", &image]);
     stored_manifest(&server, &repo, "1").await;
     docker(&["rmi", &image]);
@@ -139,6 +152,7 @@ async fn docker_pushes_a_600_mb_layer() {
     fs::remove_file(root.join("random.bin")).unwrap();
 
     let started = Instant::now();
+    login(&server.host(), "admin", ADMIN_PASSWORD);
     docker(&["push", &image]);
     println!("docker push of a 600 MB layer: {:?}", started.elapsed());
 

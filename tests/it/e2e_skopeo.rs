@@ -15,6 +15,11 @@ use crate::common::images::{Image, read_dir_image, read_oci_layout, write_oci_la
 use crate::common::net::{client, error_code};
 use crate::common::{DOCKER_MANIFEST, OCI_MANIFEST, Server, require_tool};
 
+// The administrator `Server` starts with (`common::ADMIN_PASSWORD`).
+const CREDS: &str = "--creds=admin:test-admin-password";
+const SRC_CREDS: &str = "--src-creds=admin:test-admin-password";
+const DEST_CREDS: &str = "--dest-creds=admin:test-admin-password";
+
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
@@ -87,6 +92,7 @@ fn list_tags(server: &Server, repo: &str) -> Vec<String> {
     let out = skopeo(&[
         "list-tags",
         "--tls-verify=false",
+        CREDS,
         &format!("docker://{}/{repo}", server.host()),
     ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -107,6 +113,7 @@ async fn skopeo_round_trips_an_oci_image() {
     skopeo(&[
         "copy",
         "--dest-tls-verify=false",
+        DEST_CREDS,
         &oci_ref(&src, "v1"),
         &dest,
     ]);
@@ -120,6 +127,7 @@ async fn skopeo_round_trips_an_oci_image() {
     skopeo(&[
         "copy",
         "--src-tls-verify=false",
+        SRC_CREDS,
         &dest,
         &oci_ref(&back, "v1"),
     ]);
@@ -140,6 +148,7 @@ async fn skopeo_round_trips_a_docker_schema2_image() {
         "--format",
         "v2s2",
         "--dest-tls-verify=false",
+        DEST_CREDS,
         &oci_ref(&src, "v1"),
         &dest,
     ]);
@@ -156,6 +165,7 @@ async fn skopeo_round_trips_a_docker_schema2_image() {
     skopeo(&[
         "copy",
         "--src-tls-verify=false",
+        SRC_CREDS,
         &dest,
         &format!("dir:{}", back.display()),
     ]);
@@ -182,6 +192,7 @@ async fn skopeo_lists_tags_and_deletes_a_manifest() {
         skopeo(&[
             "copy",
             "--dest-tls-verify=false",
+            DEST_CREDS,
             &oci_ref(dir, "latest"),
             &format!("docker://{}/{repo}:{tag}", server.host()),
         ]);
@@ -191,6 +202,7 @@ async fn skopeo_lists_tags_and_deletes_a_manifest() {
     skopeo(&[
         "delete",
         "--tls-verify=false",
+        CREDS,
         &format!("docker://{}/{repo}:v3", server.host()),
     ]);
     assert_manifest_unknown(&get_manifest(&server, repo, "v3").await);

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
-use berth::clock::ManualClock;
+use berth::auth::accounts;
+use berth::clock::{Clock, ManualClock};
 use berth::config::Config;
 use berth::oci::Digest;
 use bytes::Bytes;
@@ -34,7 +35,21 @@ pub struct TestApp {
     pub router: Router,
     pub clock: ManualClock,
     pub state: berth::AppState,
+    /// Sent with every request that names no `authorization` of its own (`None`: anonymous).
+    pub auth_header: Option<String>,
 }
+
+/// `Basic base64(user:password)`.
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// The administrator every `TestApp` and `Server` starts with.
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
 
 pub struct Resp {
     pub status: StatusCode,
@@ -107,12 +122,55 @@ impl TestApp {
         f(&mut config);
         let clock = ManualClock::at(1_700_000_000);
         let state = berth::AppState::open(config, Arc::new(clock.clone())).unwrap();
+        // An admin, and a robot token with every scope: requests carry it by default, so
+        // argon2 does not run per request in tests either.
+        let db = state.auth.db();
+        let now = clock.now();
+        accounts::add_user(db, now, &accounts::CLI, "admin", ADMIN_PASSWORD, true).unwrap();
+        let all = [accounts::parse_scope("**:*").unwrap()];
+        let secret =
+            accounts::create_token(db, now, &accounts::CLI, "admin", "test-robot", &all, None)
+                .unwrap();
+        let auth_header = Some(basic("test-robot", secret.expose()));
         TestApp {
             router: berth::router(state.clone()),
             dir,
             clock,
             state,
+            auth_header,
         }
+    }
+
+    /// Add a user with grants (`("team-a/*", "pull,push")`) and return their Basic header.
+    pub fn user(&self, name: &str, grants: &[(&str, &str)]) -> String {
+        let db = self.state.auth.db();
+        let now = self.clock.now();
+        let password = format!("{name}-password");
+        accounts::add_user(db, now, &accounts::CLI, name, &password, false).unwrap();
+        for (pattern, actions) in grants {
+            accounts::grant(db, now, &accounts::CLI, name, pattern, actions).unwrap();
+        }
+        basic(name, &password)
+    }
+
+    /// Create a robot token of `owner` with scopes (`"team-a/*:pull"`); returns its secret.
+    pub fn token(
+        &self,
+        owner: &str,
+        name: &str,
+        scopes: &[&str],
+        expires_at: Option<i64>,
+    ) -> String {
+        let scopes: Vec<_> = scopes
+            .iter()
+            .map(|s| accounts::parse_scope(s).unwrap())
+            .collect();
+        let db = self.state.auth.db();
+        let now = self.clock.now();
+        let secret =
+            accounts::create_token(db, now, &accounts::CLI, owner, name, &scopes, expires_at)
+                .unwrap();
+        secret.expose().to_string()
     }
 
     pub async fn send(&self, req: Request<Body>) -> Resp {
@@ -139,6 +197,12 @@ impl TestApp {
             .uri(path);
         for (k, v) in headers {
             b = b.header(*k, *v);
+        }
+        let named = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+        if let (false, Some(auth)) = (named, &self.auth_header) {
+            b = b.header("authorization", auth.as_str());
         }
         self.send(b.body(body.into()).unwrap()).await
     }

@@ -6,8 +6,16 @@ use std::time::Duration;
 use berth::oci::{Algorithm, Digest, Hasher};
 use futures_util::StreamExt;
 
+/// A client that sends the test administrator's credentials with every request.
 pub fn client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let auth = super::basic("admin", super::ADMIN_PASSWORD);
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        auth.parse().expect("valid header"),
+    );
     reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(Duration::from_secs(300))
         .build()
         .expect("build an HTTP client")

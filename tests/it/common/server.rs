@@ -36,6 +36,7 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir)
             .env_remove("BERTH_CONFIG")
+            .env("BERTH_ADMIN_PASSWORD", super::ADMIN_PASSWORD)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file);

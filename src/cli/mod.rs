@@ -1,4 +1,7 @@
-//! The command line: `berth serve`, `berth config show`.
+//! The command line: `berth serve`, `berth config show`, and administration of users,
+//! robot tokens and anonymous pulls on the data directory.
+
+mod accounts;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +40,15 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manage users and their grants.
+    #[command(subcommand)]
+    User(accounts::UserCommand),
+    /// Manage robot tokens (for CI and clusters).
+    #[command(subcommand)]
+    Token(accounts::TokenCommand),
+    /// Open repositories to pulls without credentials (off by default).
+    #[command(subcommand)]
+    Anonymous(accounts::AnonymousCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -66,14 +78,67 @@ pub fn main() -> ExitCode {
             print!("{}", config.to_toml());
             ExitCode::SUCCESS
         }
-        Command::Serve => match serve(config) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("berth: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Serve => done(serve(config)),
+        Command::User(cmd) => done(accounts::user(&config.data_dir, cmd)),
+        Command::Token(cmd) => done(accounts::token(&config.data_dir, cmd)),
+        Command::Anonymous(cmd) => done(accounts::anonymous(&config.data_dir, cmd)),
     }
+}
+
+/// One line on stderr and exit code 1 for a failed command.
+fn done(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// On the very first start, create `admin`: with `BERTH_ADMIN_PASSWORD` or the configured
+/// password file, else a random password shown once on stderr and kept (mode 0600) in
+/// `<data-dir>/initial-admin-password`.
+fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let config = &state.config;
+    let given = match (
+        std::env::var("BERTH_ADMIN_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty()),
+        &config.admin_password_file,
+    ) {
+        (Some(p), _) => Some(p),
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read admin_password_file {}", file.display()))?;
+            Some(text.trim_end_matches(['\n', '\r']).to_string())
+        }
+        (None, None) => None,
+    };
+    let now = state.auth.now();
+    let created = crate::auth::accounts::bootstrap_admin(state.auth.db(), now, given.as_deref())?;
+    if let Some(password) = created {
+        let path = config.data_dir.join("initial-admin-password");
+        write_private(&path, &format!("{password}\n"))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!(
+            "berth: created user \"admin\" with password {password} (also in {}; change it with `berth user passwd admin`)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
 }
 
 fn init_logging(filter: &str) -> anyhow::Result<()> {
@@ -104,9 +169,13 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let listen = config.listen;
         let data_dir = config.data_dir.clone();
         // Opening migrates the database: done before the listener binds.
-        let state = tokio::task::spawn_blocking(move || AppState::open(config, Arc::new(SystemClock)))
-            .await
-            .context("start-up task failed")??;
+        let state = tokio::task::spawn_blocking(move || {
+            let state = AppState::open(config, Arc::new(SystemClock))?;
+            bootstrap_admin(&state)?;
+            anyhow::Ok(state)
+        })
+        .await
+        .context("start-up task failed")??;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;

@@ -1,0 +1,451 @@
+//! Authentication and access: users with argon2id passwords, robot tokens stored as SHA-256,
+//! grants on repository patterns, signed short-lived bearer tokens, throttled logins.
+//!
+//! Layering: `registry` and `cli` call `auth`; `auth` calls `db` and speaks in `oci` names,
+//! never the reverse. Argon2 runs on the blocking pool, once per login or bearer token (a
+//! verified password is cached by its SHA-256 until the user's hash changes); robot secrets
+//! are a hash lookup. Every request re-reads the holder's state, so disabling a user or
+//! revoking or expiring a token takes effect at once, also for bearer tokens handed out.
+
+pub mod accounts;
+pub mod bearer;
+pub mod password;
+pub mod pattern;
+pub mod secret;
+pub mod throttle;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub use bearer::Holder;
+pub use pattern::{Action, Actions, Pattern};
+
+use crate::clock::Clock;
+use crate::db::{Db, DbError, audit, settings, tokens, users};
+
+/// How long a bearer token from `/token` is valid, seconds.
+pub const TOKEN_TTL: i64 = 300;
+/// How long a verified password stays cached, seconds.
+const PASSWORD_CACHE_TTL: i64 = 15 * 60;
+/// A robot token's last-use time is written at most this often, seconds.
+const TOUCH_EVERY: i64 = 60;
+
+/// What a request presented.
+#[derive(Clone)]
+pub enum Credentials {
+    None,
+    Basic { user: String, password: String },
+    Bearer(String),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::None => f.write_str("None"),
+            Credentials::Basic { user, .. } => write!(f, "Basic({user:?}, <redacted>)"),
+            Credentials::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("too many failed logins; retry in {0} seconds")]
+    Locked(i64),
+    #[error("database: {0}")]
+    Db(#[from] DbError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The authenticated holder of a request, with what they may do now.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    pub holder: Holder,
+    /// User or token name, for the audit trail (`None` when anonymous).
+    pub name: Option<String>,
+    admin: bool,
+    /// The user's grants (for a robot: its owner's).
+    grants: Vec<(Pattern, Actions)>,
+    /// A robot token's own scopes, intersected with `grants` at every use.
+    scopes: Option<Vec<(Pattern, Actions)>>,
+    anonymous: Vec<Pattern>,
+    /// When the request came with a bearer token: what that token was issued for.
+    pub token_access: Option<Vec<(String, Actions)>>,
+}
+
+impl Subject {
+    pub fn is_anonymous(&self) -> bool {
+        self.holder == Holder::Anonymous
+    }
+
+    /// Actions the holder may take on `repo` at this moment.
+    pub fn allowed(&self, repo: &str) -> Actions {
+        let public = if self.anonymous.iter().any(|p| p.matches(repo)) {
+            Actions::of(&[Action::Pull])
+        } else {
+            Actions::NONE
+        };
+        if self.holder == Holder::Anonymous {
+            return public;
+        }
+        let own = if self.admin {
+            Actions::ALL
+        } else {
+            union_matching(&self.grants, repo)
+        };
+        let own = match &self.scopes {
+            Some(scopes) => own.intersect(union_matching(scopes, repo)),
+            None => own,
+        };
+        own.union(public)
+    }
+
+    pub fn may(&self, repo: &str, action: Action) -> bool {
+        self.allowed(repo).contains(action)
+    }
+
+    /// Whether the bearer token (if any) covers `action` on `repo`.
+    pub fn token_covers(&self, repo: &str, action: Action) -> bool {
+        match &self.token_access {
+            None => true,
+            Some(acc) => acc
+                .iter()
+                .any(|(name, a)| name == repo && a.contains(action)),
+        }
+    }
+}
+
+fn union_matching(list: &[(Pattern, Actions)], repo: &str) -> Actions {
+    list.iter()
+        .filter(|(p, _)| p.matches(repo))
+        .fold(Actions::NONE, |acc, (_, a)| acc.union(*a))
+}
+
+fn parse_rules(rows: Vec<(String, String)>) -> Vec<(Pattern, Actions)> {
+    // Rows were validated on the way in; a row that no longer parses grants nothing.
+    rows.into_iter()
+        .filter_map(|(p, a)| Some((Pattern::parse(&p).ok()?, Actions::parse(&a).ok()?)))
+        .collect()
+}
+
+#[derive(Clone)]
+struct CachedLogin {
+    user_id: i64,
+    password_hash: String,
+    at: i64,
+}
+
+#[derive(Clone)]
+pub struct Auth {
+    db: Db,
+    clock: Arc<dyn Clock>,
+    key: Arc<Vec<u8>>,
+    throttle: Arc<throttle::Throttle>,
+    logins: Arc<Mutex<HashMap<String, CachedLogin>>>,
+    touched: Arc<Mutex<HashMap<i64, i64>>>,
+}
+
+impl Auth {
+    /// Load (or create) the token signing key. Blocking; start-up only.
+    pub fn open(db: Db, clock: Arc<dyn Clock>) -> Result<Auth, AuthError> {
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh).map_err(|e| AuthError::Internal(e.to_string()))?;
+        let key =
+            db.write_blocking(|tx| settings::get_or_insert(tx, "token_signing_key", &fresh))?;
+        Ok(Auth {
+            db,
+            clock,
+            key: Arc::new(key),
+            throttle: Arc::default(),
+            logins: Arc::default(),
+            touched: Arc::default(),
+        })
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Establish who sent a request. `addr` is the client address, for throttling and audit.
+    pub async fn authenticate(
+        &self,
+        creds: &Credentials,
+        addr: &str,
+    ) -> Result<Subject, AuthError> {
+        match creds {
+            Credentials::None => self
+                .load(Holder::Anonymous, None)
+                .await?
+                .ok_or(AuthError::Unauthorized("no such holder")),
+            Credentials::Bearer(t) => {
+                let claims =
+                    bearer::verify(&self.key, t).ok_or(AuthError::Unauthorized("invalid token"))?;
+                if claims.exp <= self.now() {
+                    return Err(AuthError::Unauthorized("token expired"));
+                }
+                let access = claims
+                    .acc
+                    .iter()
+                    .filter_map(|(n, a)| Some((n.clone(), Actions::parse(a).ok()?)))
+                    .collect();
+                self.load(claims.sub, Some(access))
+                    .await?
+                    .ok_or(AuthError::Unauthorized(
+                        "the token's holder is disabled, revoked or expired",
+                    ))
+            }
+            Credentials::Basic { user, password } => self.login(user, password, addr).await,
+        }
+    }
+
+    /// Check a name and password (or robot secret), throttled and audited on failure.
+    async fn login(&self, user: &str, password: &str, addr: &str) -> Result<Subject, AuthError> {
+        let now = self.now();
+        if let Some(wait) = self.throttle.locked(addr, user, now) {
+            return Err(AuthError::Locked(wait));
+        }
+        let found = if secret::is_robot_secret(password) {
+            self.robot_login(user, password, addr).await?
+        } else {
+            self.password_login(user, password).await?
+        };
+        match found {
+            Some(s) => {
+                self.throttle.success(addr, user);
+                Ok(s)
+            }
+            None => {
+                self.throttle.failure(addr, user, now);
+                let (actor, addr) = (user.to_string(), addr.to_string());
+                self.db
+                    .write(move |tx| {
+                        audit::insert(
+                            tx,
+                            &audit::Entry {
+                                at: now,
+                                actor: Some(actor),
+                                client_addr: Some(addr),
+                                action: "login.failed".into(),
+                                detail: None,
+                            },
+                        )
+                    })
+                    .await?;
+                Err(AuthError::Unauthorized("invalid username or password"))
+            }
+        }
+    }
+
+    async fn robot_login(
+        &self,
+        name: &str,
+        secret: &str,
+        addr: &str,
+    ) -> Result<Option<Subject>, AuthError> {
+        let hash = secret::sha256_hex(secret);
+        let token = self.db.read(move |c| tokens::by_secret(c, &hash)).await?;
+        let Some(token) = token.filter(|t| t.name == name) else {
+            return Ok(None);
+        };
+        let subject = self.load(Holder::Robot(token.id), None).await?;
+        if subject.is_some() {
+            self.touch_token(token.id, addr).await;
+        }
+        Ok(subject)
+    }
+
+    async fn touch_token(&self, id: i64, addr: &str) {
+        let now = self.now();
+        {
+            let mut t = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+            if t.get(&id).is_some_and(|last| now - last < TOUCH_EVERY) {
+                return;
+            }
+            t.insert(id, now);
+        }
+        let addr = addr.to_string();
+        if let Err(e) = self
+            .db
+            .write(move |tx| tokens::touch(tx, id, now, &addr))
+            .await
+        {
+            tracing::warn!(error = %e, "could not record a token's last use");
+        }
+    }
+
+    async fn password_login(
+        &self,
+        name: &str,
+        password: &str,
+    ) -> Result<Option<Subject>, AuthError> {
+        let now = self.now();
+        let cache_key = secret::sha256_hex(&format!("{name}\0{password}"));
+        let n = name.to_string();
+        let Some(user) = self.db.read(move |c| users::by_name(c, &n)).await? else {
+            // Spend the same time as for a real user, so names cannot be probed by timing.
+            let p = password.to_string();
+            let _ = tokio::task::spawn_blocking(move || password::verify(&p, dummy_hash())).await;
+            return Ok(None);
+        };
+        let cached = self
+            .logins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&cache_key)
+            .cloned();
+        let verified = match cached {
+            Some(c)
+                if c.user_id == user.id
+                    && c.password_hash == user.password_hash
+                    && now - c.at < PASSWORD_CACHE_TTL =>
+            {
+                true
+            }
+            _ => {
+                let (p, h) = (password.to_string(), user.password_hash.clone());
+                let ok = tokio::task::spawn_blocking(move || password::verify(&p, &h))
+                    .await
+                    .map_err(|e| AuthError::Internal(e.to_string()))?;
+                if ok {
+                    self.logins
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(
+                            cache_key,
+                            CachedLogin {
+                                user_id: user.id,
+                                password_hash: user.password_hash.clone(),
+                                at: now,
+                            },
+                        );
+                    let id = user.id;
+                    self.db
+                        .write(move |tx| users::touch_login(tx, id, now))
+                        .await?;
+                }
+                ok
+            }
+        };
+        if !verified {
+            return Ok(None);
+        }
+        self.load(Holder::User(user.id), None).await
+    }
+
+    /// Read the holder's current state; `None` when disabled, revoked, expired or gone.
+    async fn load(
+        &self,
+        holder: Holder,
+        token_access: Option<Vec<(String, Actions)>>,
+    ) -> Result<Option<Subject>, AuthError> {
+        let now = self.now();
+        let h = holder.clone();
+        let loaded = self
+            .db
+            .read(move |c| -> Result<_, DbError> {
+                let anonymous = users::anonymous_patterns(c)?;
+                let (user_id, name, scopes) = match &h {
+                    Holder::Anonymous => return Ok(Some((None, None, None, anonymous))),
+                    Holder::User(id) => (*id, None, None),
+                    Holder::Robot(id) => {
+                        let Some(t) = tokens::by_id(c, *id)? else {
+                            return Ok(None);
+                        };
+                        if t.revoked_at.is_some() || t.expires_at.is_some_and(|e| e <= now) {
+                            return Ok(None);
+                        }
+                        (t.user_id, Some(t.name), Some(tokens::scopes(c, *id)?))
+                    }
+                };
+                let Some(user) = users::by_id(c, user_id)? else {
+                    return Ok(None);
+                };
+                if user.disabled {
+                    return Ok(None);
+                }
+                let grants = if user.is_admin {
+                    Vec::new()
+                } else {
+                    users::grants(c, user.id)?
+                };
+                let name = name.unwrap_or(user.name.clone());
+                Ok(Some((
+                    Some((user.is_admin, grants)),
+                    Some(name),
+                    scopes,
+                    anonymous,
+                )))
+            })
+            .await?;
+        let Some((user, name, scopes, anonymous)) = loaded else {
+            return Ok(None);
+        };
+        let (admin, grants) = user.unwrap_or((false, Vec::new()));
+        Ok(Some(Subject {
+            holder,
+            name,
+            admin,
+            grants: parse_rules(grants),
+            scopes: scopes.map(parse_rules),
+            anonymous: anonymous
+                .iter()
+                .filter_map(|p| Pattern::parse(p).ok())
+                .collect(),
+            token_access,
+        }))
+    }
+
+    /// Sign a bearer token for `subject` covering what it may do of `requested`
+    /// (repository name, actions asked). Returns the token and what was granted.
+    pub fn issue(
+        &self,
+        subject: &Subject,
+        requested: &[(String, Actions)],
+    ) -> (String, Vec<(String, Actions)>) {
+        let granted: Vec<(String, Actions)> = requested
+            .iter()
+            .map(|(repo, want)| (repo.clone(), want.intersect(subject.allowed(repo))))
+            .filter(|(_, a)| !a.is_empty())
+            .collect();
+        let claims = bearer::Claims {
+            sub: subject.holder.clone(),
+            exp: self.now() + TOKEN_TTL,
+            acc: granted
+                .iter()
+                .map(|(r, a)| (r.clone(), a.to_string()))
+                .collect(),
+        };
+        (bearer::sign(&self.key, &claims), granted)
+    }
+
+    /// Record an audited event.
+    pub async fn audit(
+        &self,
+        subject: &Subject,
+        addr: &str,
+        action: &str,
+        detail: String,
+    ) -> Result<(), AuthError> {
+        let e = audit::Entry {
+            at: self.now(),
+            actor: subject.name.clone(),
+            client_addr: Some(addr.to_string()),
+            action: action.to_string(),
+            detail: Some(detail),
+        };
+        Ok(self.db.write(move |tx| audit::insert(tx, &e)).await?)
+    }
+}
+
+/// A valid argon2id hash of a password nobody knows, to verify against for unknown names.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| password::hash("berth: no such user").unwrap_or_default())
+}

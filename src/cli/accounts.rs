@@ -1,0 +1,303 @@
+//! `berth user …`, `berth token …`, `berth anonymous …`: administration on the data
+//! directory, safe while the server runs (SQLite transactions; the server re-reads
+//! credentials on every request).
+
+use std::io::BufRead;
+use std::path::Path;
+
+use anyhow::{Context, anyhow, bail};
+use clap::Subcommand;
+
+use crate::auth::accounts::{self, CLI};
+use crate::clock::{Clock, SystemClock, rfc3339};
+use crate::db::{self, Db};
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Add a user. Without --password-stdin a random password is generated and printed.
+    Add {
+        name: String,
+        /// May do everything, including administration.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a user's password. Without --password-stdin a random one is generated and printed.
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users with their grants.
+    List,
+    /// Refuse every login and token of a user, at once.
+    Disable {
+        name: String,
+    },
+    Enable {
+        name: String,
+    },
+    /// Remove a user and their tokens.
+    Remove {
+        name: String,
+    },
+    /// Allow ACTIONS (pull,push,delete or *) on repositories matching PATTERN
+    /// (`*` within one path component, `**` across: team-a/*, team-a/**, **).
+    Grant {
+        name: String,
+        pattern: String,
+        actions: String,
+    },
+    /// Remove a user's grant on PATTERN.
+    Revoke {
+        name: String,
+        pattern: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a robot token for `docker login -u NAME --password-stdin`; prints the secret
+    /// alone on stdout, once. It never gets more than its owner holds when it is used.
+    Create {
+        /// The owning user.
+        #[arg(long)]
+        user: String,
+        /// The token's name, unique on the server: the login user name.
+        #[arg(long)]
+        name: String,
+        /// PATTERN:ACTIONS, e.g. team-a/*:pull; repeat for several. At least one.
+        #[arg(long = "scope", value_name = "PATTERN:ACTIONS", required = true)]
+        scopes: Vec<String>,
+        /// Lifetime: 30d, 12h, 90m, 3600s or never.
+        #[arg(long, default_value = "90d")]
+        expires: String,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a token, at once.
+    Revoke { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AnonymousCommand {
+    /// Let anyone pull repositories matching PATTERN without credentials.
+    Allow { pattern: String },
+    /// Stop anonymous pulls of PATTERN.
+    Deny { pattern: String },
+    /// List patterns open to anonymous pulls.
+    List,
+}
+
+fn open(data_dir: &Path) -> anyhow::Result<Db> {
+    let path = data_dir.join("berth.db");
+    if !path.exists() {
+        bail!(
+            "no berth database at {} (is --data-dir right?)",
+            path.display()
+        );
+    }
+    Db::open(&path, db::Durability::PowerLoss)
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    if !from_stdin {
+        let p = crate::auth::password::random().map_err(|e| anyhow!(e))?;
+        return Ok((p, true));
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from stdin")?;
+    let p = line.trim_end_matches(['\n', '\r']).to_string();
+    if p.is_empty() {
+        bail!("the password on stdin is empty");
+    }
+    Ok((p, false))
+}
+
+/// `30d`, `12h`, `90m`, `3600s` → seconds; `never` → `None`.
+pub fn parse_expiry(s: &str) -> anyhow::Result<Option<i64>> {
+    if s == "never" {
+        return Ok(None);
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num
+        .parse()
+        .map_err(|_| anyhow!("invalid expiry {s:?}: use 30d, 12h, 90m, 3600s or never"))?;
+    let mult = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" => 1,
+        _ => bail!("invalid expiry {s:?}: use 30d, 12h, 90m, 3600s or never"),
+    };
+    if n <= 0 {
+        bail!("invalid expiry {s:?}: must be positive");
+    }
+    Ok(Some(n.saturating_mul(mult)))
+}
+
+fn when(t: Option<i64>) -> String {
+    t.map(rfc3339).unwrap_or_else(|| "-".into())
+}
+
+pub fn user(data_dir: &Path, cmd: UserCommand) -> anyhow::Result<()> {
+    let db = open(data_dir)?;
+    let now = SystemClock.now();
+    match cmd {
+        UserCommand::Add {
+            name,
+            admin,
+            password_stdin,
+        } => {
+            let (pass, generated) = read_password(password_stdin)?;
+            accounts::add_user(&db, now, &CLI, &name, &pass, admin)?;
+            if generated {
+                println!("{pass}");
+            }
+        }
+        UserCommand::Passwd {
+            name,
+            password_stdin,
+        } => {
+            let (pass, generated) = read_password(password_stdin)?;
+            accounts::set_password(&db, now, &CLI, &name, &pass)?;
+            if generated {
+                println!("{pass}");
+            }
+        }
+        UserCommand::List => {
+            println!(
+                "{:<20} {:<6} {:<9} {:<21} GRANTS",
+                "NAME", "ADMIN", "STATE", "LAST LOGIN"
+            );
+            for u in accounts::list_users(&db)? {
+                let grants: Vec<String> =
+                    u.grants.iter().map(|(p, a)| format!("{p}:{a}")).collect();
+                println!(
+                    "{:<20} {:<6} {:<9} {:<21} {}",
+                    u.user.name,
+                    if u.user.is_admin { "yes" } else { "no" },
+                    if u.user.disabled {
+                        "disabled"
+                    } else {
+                        "active"
+                    },
+                    when(u.user.last_login_at),
+                    if u.user.is_admin {
+                        "(all)".to_string()
+                    } else {
+                        grants.join(" ")
+                    },
+                );
+            }
+        }
+        UserCommand::Disable { name } => accounts::set_disabled(&db, now, &CLI, &name, true)?,
+        UserCommand::Enable { name } => accounts::set_disabled(&db, now, &CLI, &name, false)?,
+        UserCommand::Remove { name } => accounts::remove_user(&db, now, &CLI, &name)?,
+        UserCommand::Grant {
+            name,
+            pattern,
+            actions,
+        } => accounts::grant(&db, now, &CLI, &name, &pattern, &actions)?,
+        UserCommand::Revoke { name, pattern } => {
+            accounts::revoke_grant(&db, now, &CLI, &name, &pattern)?
+        }
+    }
+    Ok(())
+}
+
+pub fn token(data_dir: &Path, cmd: TokenCommand) -> anyhow::Result<()> {
+    let db = open(data_dir)?;
+    let now = SystemClock.now();
+    match cmd {
+        TokenCommand::Create {
+            user,
+            name,
+            scopes,
+            expires,
+        } => {
+            let expires_at = parse_expiry(&expires)?.map(|s| now.saturating_add(s));
+            let scopes = scopes
+                .iter()
+                .map(|s| accounts::parse_scope(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let secret = accounts::create_token(&db, now, &CLI, &user, &name, &scopes, expires_at)?;
+            println!("{}", secret.expose());
+        }
+        TokenCommand::List { user } => {
+            println!(
+                "{:<20} {:<14} {:<8} {:<21} {:<21} {:<16} SCOPES",
+                "NAME", "USER", "STATE", "EXPIRES", "LAST USED", "FROM"
+            );
+            for t in accounts::list_tokens(&db, user.as_deref())? {
+                let tk = &t.token;
+                let state = if tk.revoked_at.is_some() {
+                    "revoked"
+                } else if tk.expires_at.is_some_and(|e| e <= now) {
+                    "expired"
+                } else {
+                    "active"
+                };
+                let scopes: Vec<String> =
+                    t.scopes.iter().map(|(p, a)| format!("{p}:{a}")).collect();
+                println!(
+                    "{:<20} {:<14} {:<8} {:<21} {:<21} {:<16} {}",
+                    tk.name,
+                    tk.user_name,
+                    state,
+                    tk.expires_at.map(rfc3339).unwrap_or_else(|| "never".into()),
+                    when(tk.last_used_at),
+                    tk.last_used_addr.as_deref().unwrap_or("-"),
+                    scopes.join(" "),
+                );
+            }
+        }
+        TokenCommand::Revoke { name } => accounts::revoke_token(&db, now, &CLI, &name)?,
+    }
+    Ok(())
+}
+
+pub fn anonymous(data_dir: &Path, cmd: AnonymousCommand) -> anyhow::Result<()> {
+    let db = open(data_dir)?;
+    let now = SystemClock.now();
+    match cmd {
+        AnonymousCommand::Allow { pattern } => {
+            accounts::set_anonymous(&db, now, &CLI, &pattern, true)?;
+        }
+        AnonymousCommand::Deny { pattern } => {
+            if !accounts::set_anonymous(&db, now, &CLI, &pattern, false)? {
+                bail!("{pattern:?} was not open to anonymous pulls");
+            }
+        }
+        AnonymousCommand::List => {
+            for p in accounts::anonymous_patterns(&db)? {
+                println!("{p}");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_expiry;
+
+    #[test]
+    fn expiries() {
+        assert_eq!(parse_expiry("30d").unwrap(), Some(30 * 86_400));
+        assert_eq!(parse_expiry("12h").unwrap(), Some(12 * 3_600));
+        assert_eq!(parse_expiry("never").unwrap(), None);
+        for bad in ["", "d", "30", "30w", "-1d", "0h", "1.5d"] {
+            assert!(parse_expiry(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Access control on `/v2`: who is asking (from the `Authorization` header), what the route
+//! needs, and the answer when it is not allowed: `401` with a `WWW-Authenticate` challenge
+//! that docker, containerd, skopeo, podman and Flux follow, or `403 DENIED`.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use base64::Engine as _;
+
+use super::error::error_body;
+use super::query::Query;
+use super::route::Route;
+use crate::auth::{Action, AuthError, Credentials, Subject};
+
+/// The service name in challenges and tokens.
+pub const SERVICE: &str = "berth";
+
+/// What a request needs before its handler runs.
+pub enum Need {
+    /// Any credentials (`GET /v2/`, the catalog, which is then filtered).
+    Credentials,
+    /// Actions on repositories.
+    Repo(String, Vec<Action>),
+}
+
+pub fn need(route: &Route, method: &Method) -> Need {
+    use Action::*;
+    let (repo, action) = match route {
+        Route::Base | Route::Catalog => return Need::Credentials,
+        Route::Tags(r) | Route::Referrers(r, _) => (r, Pull),
+        Route::Manifest(r, _) | Route::Blob(r, _) => match *method {
+            Method::DELETE => (r, Delete),
+            Method::PUT => (r, Push),
+            _ => (r, Pull),
+        },
+        Route::UploadStart(r) | Route::Upload(r, _) => (r, Push),
+    };
+    Need::Repo(repo.to_string(), vec![action])
+}
+
+/// Read the `Authorization` header. A malformed one is `Err`.
+pub fn credentials(headers: &HeaderMap) -> Result<Credentials, &'static str> {
+    let Some(v) = headers.get(header::AUTHORIZATION) else {
+        return Ok(Credentials::None);
+    };
+    let v = v.to_str().map_err(|_| "malformed Authorization header")?;
+    let (scheme, rest) = v.split_once(' ').ok_or("malformed Authorization header")?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(Credentials::Bearer(rest.to_string()));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .map_err(|_| "malformed Basic credentials")?;
+        let text = String::from_utf8(raw).map_err(|_| "malformed Basic credentials")?;
+        let (user, password) = text.split_once(':').ok_or("malformed Basic credentials")?;
+        return Ok(Credentials::Basic {
+            user: user.to_string(),
+            password: password.to_string(),
+        });
+    }
+    Err("unsupported authorization scheme")
+}
+
+/// The client's address (the TCP peer; trusted proxies come with the TLS work).
+pub fn client_addr(req: &Request) -> String {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `http://<host>` of the request, for the token realm. Hosts with unexpected characters
+/// are not echoed.
+pub fn base_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".:-[]".contains(&b))
+        })
+        .unwrap_or("localhost");
+    format!("http://{host}")
+}
+
+/// `401 UNAUTHORIZED` with a Bearer challenge naming the scope the client should ask for.
+pub fn challenge(headers: &HeaderMap, scope: Option<(&str, &[Action])>, message: &str) -> Response {
+    let mut value = format!(
+        "Bearer realm=\"{}/token\",service=\"{SERVICE}\"",
+        base_url(headers)
+    );
+    if let Some((repo, actions)) = scope {
+        let mut names: Vec<&str> = actions.iter().map(|a| a.as_str()).collect();
+        // Docker asks for pull with push; offer the same.
+        if names.contains(&"push") && !names.contains(&"pull") {
+            names.insert(0, "pull");
+        }
+        value.push_str(&format!(",scope=\"repository:{repo}:{}\"", names.join(",")));
+    }
+    let mut resp = error_body(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message);
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+pub fn denied() -> Response {
+    error_body(
+        StatusCode::FORBIDDEN,
+        "DENIED",
+        "requested access to the resource is denied",
+    )
+}
+
+/// The response for a failed authentication.
+pub fn refused(headers: &HeaderMap, e: &AuthError) -> Response {
+    match e {
+        AuthError::Unauthorized(why) => challenge(headers, None, why),
+        AuthError::Locked(secs) => {
+            let mut r = error_body(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOO_MANY_REQUESTS",
+                &e.to_string(),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+            r
+        }
+        AuthError::Db(_) | AuthError::Internal(_) => {
+            tracing::error!(error = %e, "authentication failed internally");
+            error_body(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "UNKNOWN",
+                "internal error; see the server log",
+            )
+        }
+    }
+}
+
+/// Decide a request: `Ok(())` to go on, or the response to send instead.
+pub fn check(
+    headers: &HeaderMap,
+    creds: &Credentials,
+    subject: &Subject,
+    need: &Need,
+) -> Result<(), Response> {
+    match need {
+        Need::Credentials => match creds {
+            Credentials::None => Err(challenge(headers, None, "authentication required")),
+            _ => Ok(()),
+        },
+        Need::Repo(repo, actions) => {
+            for &a in actions {
+                if !subject.may(repo, a) {
+                    return Err(if subject.is_anonymous() {
+                        challenge(headers, Some((repo, actions)), "authentication required")
+                    } else {
+                        denied()
+                    });
+                }
+                if !subject.token_covers(repo, a) {
+                    // The holder may, but this token was not issued for it: ask for another.
+                    return Err(challenge(
+                        headers,
+                        Some((repo, actions)),
+                        "insufficient scope",
+                    ));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Whether the query names a mount source the subject may read.
+pub fn may_mount_from(subject: &Subject, query: &Query) -> bool {
+    query
+        .get("from")
+        .is_some_and(|f| subject.may(f, Action::Pull) && subject.token_covers(f, Action::Pull))
+}

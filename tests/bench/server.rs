@@ -1,0 +1,170 @@
+//! The registries under test: each one a child process on a free loopback port with its own
+//! temp data dir, killed (and its dir removed) when the guard drops, also on panic.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use reqwest::Url;
+use tempfile::TempDir;
+
+/// Debian's package of registry:2 (github.com/distribution/distribution 2.8).
+pub const REGISTRY2_BIN: &str = "/usr/bin/docker-registry";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Berth,
+    Registry2,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Berth => "berth",
+            Kind::Registry2 => "registry:2",
+        }
+    }
+}
+
+pub struct Server {
+    pub kind: Kind,
+    pub base: Url,
+    addr: SocketAddr,
+    child: Child,
+    // Dropped after `Drop::drop` has killed the child, so the files are no longer in use.
+    dir: TempDir,
+}
+
+/// A port that was free a moment ago. The server binds it right after; on a quiet bench
+/// machine nothing else takes it in between.
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
+    Ok(l.local_addr()?.port())
+}
+
+impl Server {
+    pub fn start(kind: Kind) -> Result<Server> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("bench-{}-", kind.label().replace(':', "")))
+            .tempdir()?;
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data)?;
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let log = File::create(dir.path().join("server.log"))?;
+        let mut cmd = match kind {
+            Kind::Berth => {
+                let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+                cmd.arg("serve")
+                    .arg("--listen")
+                    .arg(addr.to_string())
+                    .arg("--data-dir")
+                    .arg(&data);
+                // Only the flags above configure it, not the caller's environment.
+                for (key, _) in std::env::vars_os() {
+                    if key.to_string_lossy().starts_with("BERTH_") {
+                        cmd.env_remove(key);
+                    }
+                }
+                cmd.env("BERTH_LOG", "warn");
+                cmd
+            }
+            Kind::Registry2 => {
+                let config = dir.path().join("config.yml");
+                std::fs::write(&config, registry2_config(&data, addr))?;
+                let mut cmd = Command::new(REGISTRY2_BIN);
+                cmd.arg("serve").arg(config);
+                cmd
+            }
+        };
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", kind.label()))?;
+        Ok(Server {
+            kind,
+            base: Url::parse(&format!("http://{addr}/"))?,
+            addr,
+            child,
+            dir,
+        })
+    }
+
+    /// Wait until the port accepts connections, read the idle RSS (before any HTTP request),
+    /// then check that `GET /v2/` answers 200.
+    pub async fn wait_ready(&mut self, http: &reqwest::Client) -> Result<f64> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "{} exited at start-up ({status}):\n{}",
+                    self.kind.label(),
+                    self.log()
+                );
+            }
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{} did not listen on {} within 30 s:\n{}",
+                self.kind.label(),
+                self.addr,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let idle = self.memory_mib("VmRSS")?;
+        let resp = http.get(self.base.join("v2/")?).send().await?;
+        ensure!(
+            resp.status() == reqwest::StatusCode::OK,
+            "GET /v2/ on {}: expected 200, got {}",
+            self.kind.label(),
+            resp.status()
+        );
+        Ok(idle)
+    }
+
+    /// A memory figure from /proc/<pid>/status (`VmRSS`, `VmHWM`), in MiB.
+    pub fn memory_mib(&self, field: &str) -> Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
+            .with_context(|| format!("no {field} in /proc/{}/status", self.child.id()))?;
+        Ok(kib / 1024.0)
+    }
+
+    /// The last lines the server wrote, for error messages.
+    pub fn log(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn registry2_config(data: &Path, addr: SocketAddr) -> String {
+    format!(
+        "version: 0.1\n\
+         log: {{level: error, accesslog: {{disabled: true}}}}\n\
+         storage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\n\
+         http: {{addr: {addr}}}\n",
+        data.display()
+    )
+}
+
+pub fn registry2_installed() -> bool {
+    Path::new(REGISTRY2_BIN).is_file()
+}

@@ -1,0 +1,363 @@
+//! The measured workloads. Each one checks every status code, digest and byte count it sees
+//! and fails with the request that went wrong, so a number is only printed when it is right.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use futures_util::{StreamExt, TryStreamExt, stream};
+use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
+use reqwest::{Body, Client, Response, StatusCode, Url};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use crate::{BigBlob, XorShift, sha256_digest};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+const MIB: f64 = 1024.0 * 1024.0;
+/// Read size when streaming the big blob from disk.
+const READ_BUF: usize = 256 * 1024;
+
+/// One registry as seen by the client.
+pub struct Target {
+    pub http: Client,
+    pub base: Url,
+}
+
+/// Fail unless the response has the expected status; the error carries the body.
+async fn expect(resp: Response, want: StatusCode, what: &str) -> Result<Response> {
+    if resp.status() == want {
+        return Ok(resp);
+    }
+    let got = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    bail!("{what}: expected {want}, got {got}: {body}")
+}
+
+fn header<'a>(resp: &'a Response, name: &str) -> Option<&'a str> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+impl Target {
+    fn url(&self, path: &str) -> Result<Url> {
+        Ok(self.base.join(path)?)
+    }
+
+    /// The `Location` of an upload response, absolute (registry:2) or relative (berth).
+    fn location(&self, resp: &Response) -> Result<Url> {
+        let loc = header(resp, LOCATION.as_str()).context("upload response without Location")?;
+        Ok(self.base.join(loc)?)
+    }
+
+    /// POST /v2/<name>/blobs/uploads/ → 202 and the session's Location.
+    async fn start_upload(&self, repo: &str) -> Result<Url> {
+        let resp = self
+            .http
+            .post(self.url(&format!("v2/{repo}/blobs/uploads/"))?)
+            .send()
+            .await?;
+        let resp = expect(resp, StatusCode::ACCEPTED, "POST blobs/uploads/").await?;
+        self.location(&resp)
+    }
+
+    /// PATCH <location> with a body, with or without a length → 202 and the next Location.
+    async fn patch(&self, loc: Url, body: Body, range: Option<(u64, u64)>) -> Result<Url> {
+        let mut req = self.http.patch(loc).body(body);
+        if let Some((start, len)) = range {
+            req = req
+                .header(CONTENT_RANGE, format!("{}-{}", start, start + len - 1))
+                .header(CONTENT_LENGTH, len);
+        }
+        let resp = expect(req.send().await?, StatusCode::ACCEPTED, "PATCH upload").await?;
+        self.location(&resp)
+    }
+
+    /// PUT <location>?digest=<d>, with the whole blob or nothing → 201 with that digest.
+    async fn finish(&self, mut loc: Url, digest: &str, body: Option<(Body, u64)>) -> Result<()> {
+        loc.query_pairs_mut().append_pair("digest", digest);
+        let req = match body {
+            Some((body, len)) => self.http.put(loc).header(CONTENT_LENGTH, len).body(body),
+            None => self.http.put(loc),
+        };
+        let resp = expect(req.send().await?, StatusCode::CREATED, "PUT upload").await?;
+        let got = header(&resp, "Docker-Content-Digest");
+        ensure!(
+            got == Some(digest),
+            "PUT upload: Docker-Content-Digest {got:?}, pushed {digest}"
+        );
+        Ok(())
+    }
+
+    /// HEAD /v2/<name>/blobs/<d>: the blob's size, or None on 404.
+    async fn blob_size(&self, repo: &str, digest: &str) -> Result<Option<u64>> {
+        let resp = self
+            .http
+            .head(self.url(&format!("v2/{repo}/blobs/{digest}"))?)
+            .send()
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let resp = expect(resp, StatusCode::OK, "HEAD blob").await?;
+        let len = header(&resp, CONTENT_LENGTH.as_str()).and_then(|v| v.parse().ok());
+        Ok(Some(len.context("HEAD blob without Content-Length")?))
+    }
+
+    /// After a timed push: the registry must report the blob with its full size.
+    async fn check_pushed(&self, repo: &str, blob: &BigBlob) -> Result<()> {
+        let size = self.blob_size(repo, &blob.digest).await?;
+        ensure!(
+            size == Some(blob.size),
+            "HEAD {repo}@{} after push: size {size:?}, pushed {}",
+            blob.digest,
+            blob.size
+        );
+        Ok(())
+    }
+}
+
+/// `len` bytes of the file from `offset`, streamed in READ_BUF reads.
+async fn file_body(path: &Path, offset: u64, len: u64) -> Result<Body> {
+    let mut file = tokio::fs::File::open(path).await?;
+    file.seek(std::io::SeekFrom::Start(offset)).await?;
+    let stream = ReaderStream::with_capacity(file.take(len), READ_BUF);
+    Ok(Body::wrap_stream(stream))
+}
+
+fn mib_per_s(bytes: u64, took: Duration) -> f64 {
+    bytes as f64 / MIB / took.as_secs_f64()
+}
+
+/// POST, then PUT ?digest= with the whole blob and its Content-Length. MiB/s.
+pub async fn push_monolithic(t: &Target, repo: &str, blob: &BigBlob) -> Result<f64> {
+    let start = Instant::now();
+    let loc = t.start_upload(repo).await?;
+    let body = file_body(&blob.path, 0, blob.size).await?;
+    t.finish(loc, &blob.digest, Some((body, blob.size))).await?;
+    let took = start.elapsed();
+    t.check_pushed(repo, blob).await?;
+    Ok(mib_per_s(blob.size, took))
+}
+
+/// POST, PATCH chunks with Content-Range and Content-Length, then PUT ?digest=. MiB/s.
+pub async fn push_chunked(t: &Target, repo: &str, blob: &BigBlob, chunk: u64) -> Result<f64> {
+    let start = Instant::now();
+    let mut loc = t.start_upload(repo).await?;
+    let mut offset = 0;
+    while offset < blob.size {
+        let len = chunk.min(blob.size - offset);
+        let body = file_body(&blob.path, offset, len).await?;
+        loc = t.patch(loc, body, Some((offset, len))).await?;
+        offset += len;
+    }
+    t.finish(loc, &blob.digest, None).await?;
+    let took = start.elapsed();
+    t.check_pushed(repo, blob).await?;
+    Ok(mib_per_s(blob.size, took))
+}
+
+/// POST, one PATCH with a chunked-encoded body of unknown length (as `docker push`), then
+/// PUT ?digest=. MiB/s.
+pub async fn push_streamed(t: &Target, repo: &str, blob: &BigBlob) -> Result<f64> {
+    let start = Instant::now();
+    let loc = t.start_upload(repo).await?;
+    let body = file_body(&blob.path, 0, blob.size).await?;
+    let loc = t.patch(loc, body, None).await?;
+    t.finish(loc, &blob.digest, None).await?;
+    let took = start.elapsed();
+    t.check_pushed(repo, blob).await?;
+    Ok(mib_per_s(blob.size, took))
+}
+
+/// GET /v2/<name>/blobs/<d>, counting bytes (the digest header is checked, the bytes are
+/// not hashed). MiB/s.
+pub async fn pull(t: &Target, repo: &str, blob: &BigBlob) -> Result<f64> {
+    let start = Instant::now();
+    let url = t.url(&format!("v2/{repo}/blobs/{}", blob.digest))?;
+    let resp = expect(t.http.get(url).send().await?, StatusCode::OK, "GET blob").await?;
+    let got = header(&resp, "Docker-Content-Digest").map(str::to_string);
+    ensure!(
+        got.as_deref() == Some(blob.digest.as_str()),
+        "GET blob: Docker-Content-Digest {got:?}, expected {}",
+        blob.digest
+    );
+    let mut count = 0u64;
+    let mut chunks = resp.bytes_stream();
+    while let Some(chunk) = chunks.next().await {
+        count += chunk?.len() as u64;
+    }
+    let took = start.elapsed();
+    ensure!(
+        count == blob.size,
+        "GET blob: {count} bytes, expected {}",
+        blob.size
+    );
+    Ok(mib_per_s(blob.size, took))
+}
+
+/// Push a small blob the way docker does: HEAD → 404, POST, PATCH (no length), PUT ?digest=.
+async fn push_small(t: &Target, repo: &str, data: bytes::Bytes) -> Result<String> {
+    let digest = sha256_digest(&data);
+    if let Some(size) = t.blob_size(repo, &digest).await? {
+        bail!("HEAD {repo}@{digest} before push: expected 404, got 200 (size {size})");
+    }
+    let loc = t.start_upload(repo).await?;
+    let body = Body::wrap_stream(stream::iter([Ok::<_, std::io::Error>(data)]));
+    let loc = t.patch(loc, body, None).await?;
+    t.finish(loc, &digest, None).await?;
+    Ok(digest)
+}
+
+/// An OCI image manifest; `seq` makes each one distinct.
+fn manifest(config: &(String, usize), layers: &[(String, usize)], seq: usize) -> Vec<u8> {
+    let descriptor = |media: &str, (digest, size): &(String, usize)| serde_json::json!({"mediaType": media, "digest": digest, "size": size});
+    let doc = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor(OCI_CONFIG, config),
+        "layers": layers.iter().map(|l| descriptor(OCI_LAYER, l)).collect::<Vec<_>>(),
+        "annotations": {"org.example.bench.seq": seq.to_string()},
+    });
+    serde_json::to_vec(&doc).expect("a JSON value serializes")
+}
+
+async fn put_manifest(t: &Target, repo: &str, tag: &str, body: Vec<u8>) -> Result<()> {
+    let digest = sha256_digest(&body);
+    let url = t.url(&format!("v2/{repo}/manifests/{tag}"))?;
+    let req = t
+        .http
+        .put(url)
+        .header(CONTENT_TYPE, OCI_MANIFEST)
+        .body(body);
+    let resp = expect(req.send().await?, StatusCode::CREATED, "PUT manifest").await?;
+    let got = header(&resp, "Docker-Content-Digest");
+    ensure!(
+        got == Some(digest.as_str()),
+        "PUT manifest {repo}:{tag}: Docker-Content-Digest {got:?}, expected {digest}"
+    );
+    Ok(())
+}
+
+/// GET /v2/<name>/manifests/<tag>, checking the body's length and digest header.
+async fn get_manifest(t: &Target, url: Url, digest: &str, len: usize) -> Result<()> {
+    let req = t.http.get(url.clone()).header(ACCEPT, OCI_MANIFEST);
+    let resp = expect(req.send().await?, StatusCode::OK, "GET manifest").await?;
+    let got = header(&resp, "Docker-Content-Digest").map(str::to_string);
+    let body = resp.bytes().await?;
+    ensure!(
+        got.as_deref() == Some(digest) && body.len() == len,
+        "GET {url}: digest {got:?} and {} bytes, expected {digest} and {len}",
+        body.len()
+    );
+    Ok(())
+}
+
+/// Pushed manifests for the read workloads: (URL, digest, length).
+pub type Manifests = Vec<(Url, String, usize)>;
+
+/// Latency percentiles in milliseconds.
+pub struct Latency {
+    pub median: f64,
+    pub p99: f64,
+}
+
+fn latency(mut samples: Vec<Duration>) -> Latency {
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[i].as_secs_f64() * 1000.0
+    };
+    Latency {
+        median: at(0.5),
+        p99: at(0.99),
+    }
+}
+
+/// `n` sequential manifest PUTs (each a new manifest and tag), then `n` sequential GETs.
+pub async fn manifest_latency(t: &Target, n: usize) -> Result<(Latency, Latency, Manifests)> {
+    let repo = "bench/manifests";
+    let mut rng = XorShift(0x5eed_0001);
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let config = (
+        push_small(t, repo, config.clone().into()).await?,
+        config.len(),
+    );
+    let layer = rng.bytes(16 * 1024);
+    let layer = (push_small(t, repo, layer.clone()).await?, layer.len());
+    let mut puts = Vec::with_capacity(n);
+    let mut pushed = Vec::with_capacity(n);
+    for i in 0..n {
+        let body = manifest(&config, std::slice::from_ref(&layer), i);
+        let url = t.url(&format!("v2/{repo}/manifests/v{i}"))?;
+        pushed.push((url, sha256_digest(&body), body.len()));
+        let start = Instant::now();
+        put_manifest(t, repo, &format!("v{i}"), body).await?;
+        puts.push(start.elapsed());
+    }
+    let mut gets = Vec::with_capacity(n);
+    for (url, digest, len) in &pushed {
+        let start = Instant::now();
+        get_manifest(t, url.clone(), digest, *len).await?;
+        gets.push(start.elapsed());
+    }
+    Ok((latency(puts), latency(gets), pushed))
+}
+
+/// `conns` tasks GETting the pushed manifests in a loop for `secs` seconds. Requests/s.
+pub async fn manifest_get_rps(
+    t: &Arc<Target>,
+    manifests: Arc<Manifests>,
+    conns: usize,
+    secs: f64,
+) -> Result<f64> {
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let tasks: Vec<_> = (0..conns)
+        .map(|task| {
+            let (t, manifests, done) = (t.clone(), manifests.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut i = task;
+                while Instant::now() < deadline {
+                    let (url, digest, len) = &manifests[i % manifests.len()];
+                    get_manifest(&t, url.clone(), digest, *len).await?;
+                    done.fetch_add(1, Ordering::Relaxed);
+                    i += conns;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// A `layers`-layer image of `layer_size` random bytes each, pushed as docker does (5 layers
+/// in flight), then its config and manifest. Seconds.
+pub async fn layered_image(t: &Target, layers: usize, layer_size: usize) -> Result<f64> {
+    let repo = "bench/layered";
+    let mut rng = XorShift(0x5eed_0002);
+    let blobs: Vec<_> = (0..layers).map(|_| rng.bytes(layer_size)).collect();
+    let config = format!(r#"{{"architecture":"amd64","os":"linux","layers":{layers}}}"#);
+    let start = Instant::now();
+    let pushed: Vec<(String, usize)> = stream::iter(blobs)
+        .map(|data| async move {
+            let len = data.len();
+            Ok::<_, anyhow::Error>((push_small(t, repo, data).await?, len))
+        })
+        .buffered(5)
+        .try_collect()
+        .await?;
+    let config = (
+        push_small(t, repo, config.clone().into()).await?,
+        config.len(),
+    );
+    put_manifest(t, repo, "latest", manifest(&config, &pushed, 0)).await?;
+    Ok(start.elapsed().as_secs_f64())
+}
