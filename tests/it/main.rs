@@ -2,6 +2,7 @@
 
 mod common;
 
+mod api_auth;
 mod api_base;
 mod api_blobs;
 mod api_listing;

@@ -207,6 +207,27 @@ impl TestApp {
         self.send(b.body(body.into()).unwrap()).await
     }
 
+    /// `call` as if from client address `ip` (for throttling and audit).
+    pub async fn call_from(
+        &self,
+        ip: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut b = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).unwrap())
+            .uri(path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let mut req = b.body(Body::empty()).unwrap();
+        let addr: std::net::SocketAddr = format!("{ip}:40000").parse().unwrap();
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(addr));
+        self.send(req).await
+    }
+
     pub async fn get(&self, path: &str) -> Resp {
         self.call("GET", path, &[], Body::empty()).await
     }
