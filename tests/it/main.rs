@@ -8,6 +8,7 @@ mod api_blobs;
 mod api_listing;
 mod api_manifests;
 mod api_uploads;
+mod cli_accounts;
 mod config_cli;
 mod crash;
 mod e2e_docker;
