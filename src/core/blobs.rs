@@ -3,13 +3,15 @@
 use super::{Error, Registry, Result};
 use crate::db::{blobs, repos};
 use crate::oci::{Digest, RepoName};
+use crate::storage::BlobStream;
 
 /// An open blob, positioned for the requested range.
 pub struct BlobRead {
     pub size: u64,
     /// `Some((start, end))`, inclusive, when a range was asked for.
     pub range: Option<(u64, u64)>,
-    pub file: tokio::fs::File,
+    /// The bytes of the range (or of the whole blob).
+    pub body: BlobStream,
 }
 
 impl Registry {
@@ -29,14 +31,17 @@ impl Registry {
         digest: &Digest,
         range: Option<&str>,
     ) -> Result<BlobRead> {
-        use tokio::io::AsyncSeekExt;
         let size = self.blob_size(repo, digest).await?;
         let range = match range {
             None => None,
             Some(h) => Some(parse_range(h, size).ok_or(Error::BlobRange { size })?),
         };
-        let mut file = match self.store.open_blob(digest).await {
-            Ok(f) => f,
+        let (start, len) = match range {
+            Some((start, end)) => (start, end - start + 1),
+            None => (0, size),
+        };
+        let body = match self.store.read_blob(digest, start, len).await {
+            Ok(b) => b,
             // Linked in the database but gone from disk: report it as absent, loudly.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::error!(%digest, "blob is in the database but its file is missing");
@@ -44,10 +49,7 @@ impl Registry {
             }
             Err(e) => return Err(e.into()),
         };
-        if let Some((start, _)) = range {
-            file.seek(std::io::SeekFrom::Start(start)).await?;
-        }
-        Ok(BlobRead { size, range, file })
+        Ok(BlobRead { size, range, body })
     }
 
     /// Remove a blob from a repository (the file goes when nothing references it).

@@ -3,15 +3,10 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use tokio::io::AsyncReadExt;
-use tokio_util::io::ReaderStream;
 
 use super::{ApiResult, hv};
 use crate::core::Registry;
 use crate::oci::{Digest, RepoName};
-
-/// Read buffer of a blob GET: large enough that the per-chunk cost disappears.
-const READ_CHUNK: usize = 512 * 1024;
 
 /// GET|HEAD /v2/<name>/blobs/<digest>, with `Range: bytes=a-b` → 206.
 pub async fn get(
@@ -51,7 +46,7 @@ pub async fn get(
     let body = if head {
         Body::empty()
     } else {
-        Body::from_stream(ReaderStream::with_capacity(blob.file.take(len), READ_CHUNK))
+        Body::from_stream(blob.body)
     };
     Ok(resp.body(body).expect("valid response"))
 }

@@ -13,6 +13,7 @@
 //! A blob reaches `blobs/` only by rename of a fully written, fsynced and verified upload
 //! file, so a crash can never leave a partial file under a digest name.
 
+mod reader;
 mod writer;
 
 use std::fs::{self, File};
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use crate::oci::{Digest, UploadId};
 
+pub use reader::BlobStream;
 pub use writer::{AppendError, Progress};
 
 /// Whether finished writes are forced to the disk before they are acknowledged.
@@ -59,11 +61,6 @@ impl Store {
 
     fn upload_path(&self, id: &UploadId) -> PathBuf {
         self.root.join("uploads").join(id.as_str())
-    }
-
-    /// Open a finished blob for reading.
-    pub async fn open_blob(&self, d: &Digest) -> io::Result<tokio::fs::File> {
-        tokio::fs::File::open(self.blob_path(d)).await
     }
 
     /// Create the empty file of a new upload session.
