@@ -25,6 +25,7 @@ pub mod registry;
 pub mod server;
 pub mod state;
 pub mod storage;
+pub mod tls;
 
 use axum::Router;
 use axum::routing::{any, get};

@@ -1,54 +1,167 @@
-//! Running the server: bind, serve until a shutdown signal, drain within a deadline, and
-//! stop background work.
+//! Running the server: the listeners of the configured TLS mode, serving until a shutdown
+//! signal, draining within a deadline, and stopping background work.
+//!
+//! - `tls.mode = off`: plain HTTP on `listen`.
+//! - `files` / `acme`: HTTPS on `listen` (HTTP/2 and HTTP/1.1, HSTS), and a plain-HTTP
+//!   listener (`tls.http_listen`) that answers HTTP-01 challenges and redirects everything
+//!   else to HTTPS.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use anyhow::Context as _;
+use axum::Router;
+use axum::routing::any;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
+use crate::config::TlsMode;
 use crate::state::AppState;
+use crate::tls;
 
 /// How often gathered pull times are written to the database.
 const PULL_FLUSH_EVERY: Duration = Duration::from_secs(30);
 
-/// Serve on `listener` until `shutdown` completes, then give in-flight requests the
-/// configured grace period.
+/// Bound sockets, so that start-up reports "cannot listen" before anything else happens.
+pub struct Listeners {
+    pub main: std::net::TcpListener,
+    pub http: Option<std::net::TcpListener>,
+}
+
+impl Listeners {
+    pub fn bind(main: SocketAddr, http: Option<SocketAddr>) -> anyhow::Result<Listeners> {
+        let bind = |a: SocketAddr| -> anyhow::Result<std::net::TcpListener> {
+            let l =
+                std::net::TcpListener::bind(a).with_context(|| format!("cannot listen on {a}"))?;
+            l.set_nonblocking(true)?;
+            Ok(l)
+        };
+        Ok(Listeners {
+            main: bind(main)?,
+            http: http.map(bind).transpose()?,
+        })
+    }
+}
+
+/// Serve until `shutdown` completes, then give in-flight requests the grace period.
 pub async fn run(
     state: AppState,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> anyhow::Result<()> {
+    tls::install_default_provider();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let flusher = tokio::spawn(flush_pulls(state.clone(), stop_rx.clone()));
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
-    let app = crate::router(state.clone());
+    let handle = axum_server::Handle::new();
+    let mut tasks: Vec<JoinHandle<std::io::Result<()>>> = Vec::new();
+    let flusher = tokio::spawn(flush_pulls(state.clone(), stop_rx.clone()));
 
-    let mut rx = stop_rx.clone();
-    let make = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let serve = axum::serve(listener, make).with_graceful_shutdown(async move {
-        let _ = rx.wait_for(|s| *s).await;
-    });
-    let serve = tokio::spawn(async move { serve.await });
-    shutdown.await;
-    tracing::info!("shutting down: finishing requests in flight");
-    let _ = stop_tx.send(true);
-    let result = match tokio::time::timeout(grace, serve).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(join)) => Err(std::io::Error::other(join.to_string())),
-        Err(_) => {
-            tracing::warn!(
-                secs = grace.as_secs(),
-                "requests still running after the grace period; stopping anyway"
-            );
-            Ok(())
+    let mode = state.config.tls.mode;
+    let mut app = crate::router(state.clone());
+    if mode != TlsMode::Off && state.config.tls.hsts {
+        app = app.layer(axum::middleware::from_fn(crate::http::hsts));
+    }
+    let make = app
+        .clone()
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let https_port = listeners.main.local_addr()?.port();
+    let mut http01 = None;
+    match mode {
+        TlsMode::Off => {
+            let listener = tokio::net::TcpListener::from_std(listeners.main)?;
+            tasks.push(tokio::spawn(plain(listener, app, stop_rx.clone())));
         }
-    };
+        TlsMode::Files => {
+            let t = &state.config.tls;
+            let (cert, key) = (
+                t.cert_file.clone().unwrap_or_default(),
+                t.key_file.clone().unwrap_or_default(),
+            );
+            let (c, k) = (cert.clone(), key.clone());
+            let config = tokio::task::spawn_blocking(move || {
+                tls::FileCertificate::load(&c, &k)?.rustls_config()
+            })
+            .await?
+            .map_err(|e| anyhow::anyhow!(e))?;
+            let config = axum_server::tls_rustls::RustlsConfig::from_config(config);
+            tokio::spawn(tls::watch_files(config.clone(), cert, key, stop_rx.clone()));
+            let server =
+                axum_server::from_tcp_rustls(listeners.main, config)?.handle(handle.clone());
+            tasks.push(tokio::spawn(server.serve(make)));
+        }
+        TlsMode::Acme => {
+            let acme = tls::acme::start(&state.config.tls, &state.config.data_dir, stop_rx.clone())
+                .map_err(|e| anyhow::anyhow!(e))?;
+            http01 = acme.http01;
+            let server = axum_server::from_tcp(listeners.main)?
+                .acceptor(acme.acceptor)
+                .handle(handle.clone());
+            tasks.push(tokio::spawn(server.serve(make)));
+        }
+    }
+    if let Some(http) = listeners.http {
+        let mut redirect = Router::new();
+        if let Some(svc) = http01 {
+            redirect = redirect.route_service("/.well-known/acme-challenge/{token}", svc);
+        }
+        let redirect = redirect
+            .fallback(any(crate::http::redirect_to_https))
+            .with_state(https_port);
+        let listener = tokio::net::TcpListener::from_std(http)?;
+        tasks.push(tokio::spawn(plain(listener, redirect, stop_rx.clone())));
+    }
+
+    // Run until the signal, or until a listener fails.
+    let mut failed = None;
+    let watch_tasks = futures_util::future::select_all(tasks.iter_mut());
+    tokio::select! {
+        _ = shutdown => tracing::info!("shutting down: finishing requests in flight"),
+        (result, _, _) = watch_tasks => {
+            failed = Some(match result {
+                Ok(Ok(())) => anyhow::anyhow!("a listener stopped unexpectedly"),
+                Ok(Err(e)) => anyhow::Error::from(e).context("a listener failed"),
+                Err(e) => anyhow::Error::from(e).context("a listener task failed"),
+            });
+        }
+    }
+    let _ = stop_tx.send(true);
+    handle.graceful_shutdown(Some(grace));
+    let drained = tokio::time::timeout(
+        grace + Duration::from_secs(1),
+        futures_util::future::join_all(tasks),
+    )
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            secs = grace.as_secs(),
+            "requests still running after the grace period; stopping anyway"
+        );
+    }
     let _ = flusher.await;
     if let Err(e) = state.registry.flush_pulls().await {
         tracing::warn!(error = %e, "could not record pull times at shutdown");
     }
-    result
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// axum's own server for plain HTTP, with the peer address available to handlers.
+async fn plain(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })
+    .await
 }
 
 async fn flush_pulls(state: AppState, mut stop: watch::Receiver<bool>) {

@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use crate::auth::Auth;
 use crate::clock::Clock;
-use crate::config::{self, Config};
+use crate::config::{self, Config, Proxies, TlsMode};
 use crate::core::Registry;
 use crate::db::{self, Db};
+use crate::http::origin::{self, Origin};
 use crate::storage::{self, Store};
 
 #[derive(Clone)]
@@ -14,6 +15,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub registry: Registry,
     pub auth: Auth,
+    proxies: Arc<Proxies>,
 }
 
 impl AppState {
@@ -36,10 +38,19 @@ impl AppState {
             .with_context(|| format!("cannot open blob store in {}", config.data_dir.display()))?;
         let auth =
             Auth::open(db.clone(), clock.clone()).context("cannot load the token signing key")?;
+        let proxies = config.proxies().map_err(|e| anyhow::anyhow!(e))?;
         Ok(AppState {
+            proxies: Arc::new(proxies),
             config: Arc::new(config),
             registry: Registry::new(db, store, clock),
             auth,
         })
+    }
+}
+
+impl AppState {
+    /// Where a request comes from and how its client reaches berth.
+    pub fn origin<B>(&self, req: &axum::http::Request<B>) -> Origin {
+        origin::origin(req, &self.proxies, self.config.tls.mode != TlsMode::Off)
     }
 }

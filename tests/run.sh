@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
-# Runs berth's whole test suite. Installs the Debian packages the end-to-end tests drive
-# (skopeo, busybox-static for a tiny image root filesystem) when they are missing and this
-# runs as root; otherwise says what to install. The Docker tests need a running Docker
-# daemon (`docker info`), as on CI.
+# Runs berth's whole test suite. Installs the Debian packages the end-to-end tests drive when
+# they are missing and this runs as root (otherwise says what to install): skopeo and podman
+# (registry clients), busybox-static (a tiny image root filesystem), pebble (an ACME CA),
+# nginx (a reverse proxy), openssl and curl. The Docker tests need a running Docker daemon
+# (`docker info`), as on CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+command -v podman >/dev/null 2>&1 || need+=(podman)
 [ -x /usr/bin/busybox ] || need+=(busybox-static)
+command -v pebble >/dev/null 2>&1 || need+=(pebble)
+[ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v docker >/dev/null 2>&1 || need+=(docker.io)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "tests/run.sh: installing ${need[*]}" >&2
+        # Packages only: no service (nginx on :80, say) is started by the install.
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+            chmod +x /usr/sbin/policy-rc.d
+            trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+        fi
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
     else

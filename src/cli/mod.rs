@@ -49,6 +49,16 @@ pub enum Command {
     /// Open repositories to pulls without credentials (off by default).
     #[command(subcommand)]
     Anonymous(accounts::AnonymousCommand),
+    /// Inspect HTTPS.
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TlsCommand {
+    /// The certificate in use (names, issuer, expiry) and the last ACME error; exits 1 when
+    /// TLS is on but no valid certificate is available.
+    Status,
 }
 
 #[derive(Subcommand, Debug)]
@@ -82,6 +92,19 @@ pub fn main() -> ExitCode {
         Command::User(cmd) => done(accounts::user(&config.data_dir, cmd)),
         Command::Token(cmd) => done(accounts::token(&config.data_dir, cmd)),
         Command::Anonymous(cmd) => done(accounts::anonymous(&config.data_dir, cmd)),
+        Command::Tls(TlsCommand::Status) => {
+            use crate::clock::Clock as _;
+            match crate::tls::status::report(&config, SystemClock.now()) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(text) => {
+                    print!("{text}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
@@ -166,7 +189,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let listen = config.listen;
+        let listen = config.listen_addr();
+        let http_listen = config.tls.http_addr();
         let data_dir = config.data_dir.clone();
         // Opening migrates the database: done before the listener binds.
         let state = tokio::task::spawn_blocking(move || {
@@ -176,11 +200,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
         })
         .await
         .context("start-up task failed")??;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        tracing::info!(addr = %listener.local_addr()?, data_dir = %data_dir.display(), "berth is serving");
-        crate::server::run(state, listener, crate::server::shutdown_signal()).await?;
+        let listeners = crate::server::Listeners::bind(listen, http_listen)?;
+        let mode = state.config.tls.mode;
+        tracing::info!(addr = %listeners.main.local_addr()?, tls = ?mode, http = ?http_listen, data_dir = %data_dir.display(), "berth is serving");
+        crate::server::run(state, listeners, crate::server::shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())
     })

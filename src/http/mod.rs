@@ -1,4 +1,7 @@
-//! Cross-cutting HTTP pieces: request logging and the plain 404.
+//! Cross-cutting HTTP pieces: request logging, security headers, the client's origin,
+//! redirects to HTTPS and the plain 404.
+
+pub mod origin;
 
 use std::time::Instant;
 
@@ -26,4 +29,57 @@ pub async fn log_request(req: Request, next: Next) -> Response {
 /// Anything outside `/v2`.
 pub async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+/// `Strict-Transport-Security` on every HTTPS response.
+pub async fn hsts(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    resp.headers_mut().insert(
+        axum::http::header::STRICT_TRANSPORT_SECURITY,
+        axum::http::HeaderValue::from_static("max-age=31536000"),
+    );
+    resp
+}
+
+/// The plain-HTTP listener of the TLS modes: everything moves to HTTPS on `https_port`.
+pub async fn redirect_to_https(
+    axum::extract::State(https_port): axum::extract::State<u16>,
+    req: Request,
+) -> Response {
+    let host = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    // Drop the port the client used for plain HTTP; keep IPv6 brackets intact.
+    let name = match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    };
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b));
+    if !ok {
+        return (StatusCode::BAD_REQUEST, "a Host header is required\n").into_response();
+    }
+    let port = if https_port == 443 {
+        String::new()
+    } else {
+        format!(":{https_port}")
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let location = format!("https://{name}{port}{path}");
+    match axum::http::HeaderValue::from_str(&location) {
+        Ok(v) => {
+            let mut r = StatusCode::PERMANENT_REDIRECT.into_response();
+            r.headers_mut().insert(axum::http::header::LOCATION, v);
+            r
+        }
+        Err(_) => (StatusCode::BAD_REQUEST, "bad request\n").into_response(),
+    }
 }

@@ -2,9 +2,6 @@
 //! needs, and the answer when it is not allowed: `401` with a `WWW-Authenticate` challenge
 //! that docker, containerd, skopeo, podman and Flux follow, or `403 DENIED`.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use base64::Engine as _;
@@ -65,35 +62,10 @@ pub fn credentials(headers: &HeaderMap) -> Result<Credentials, &'static str> {
     Err("unsupported authorization scheme")
 }
 
-/// The client's address (the TCP peer; trusted proxies come with the TLS work).
-pub fn client_addr(req: &Request) -> String {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// `http://<host>` of the request, for the token realm. Hosts with unexpected characters
-/// are not echoed.
-pub fn base_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".:-[]".contains(&b))
-        })
-        .unwrap_or("localhost");
-    format!("http://{host}")
-}
-
 /// `401 UNAUTHORIZED` with a Bearer challenge naming the scope the client should ask for.
-pub fn challenge(headers: &HeaderMap, scope: Option<(&str, &[Action])>, message: &str) -> Response {
-    let mut value = format!(
-        "Bearer realm=\"{}/token\",service=\"{SERVICE}\"",
-        base_url(headers)
-    );
+/// `base` is the client's view of berth (`http::origin`).
+pub fn challenge(base: &str, scope: Option<(&str, &[Action])>, message: &str) -> Response {
+    let mut value = format!("Bearer realm=\"{base}/token\",service=\"{SERVICE}\"");
     if let Some((repo, actions)) = scope {
         let mut names: Vec<&str> = actions.iter().map(|a| a.as_str()).collect();
         // Docker asks for pull with push; offer the same.
@@ -118,9 +90,9 @@ pub fn denied() -> Response {
 }
 
 /// The response for a failed authentication.
-pub fn refused(headers: &HeaderMap, e: &AuthError) -> Response {
+pub fn refused(base: &str, e: &AuthError) -> Response {
     match e {
-        AuthError::Unauthorized(why) => challenge(headers, None, why),
+        AuthError::Unauthorized(why) => challenge(base, None, why),
         AuthError::Locked(secs) => {
             let mut r = error_body(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -144,32 +116,28 @@ pub fn refused(headers: &HeaderMap, e: &AuthError) -> Response {
 
 /// Decide a request: `Ok(())` to go on, or the response to send instead.
 pub fn check(
-    headers: &HeaderMap,
+    base: &str,
     creds: &Credentials,
     subject: &Subject,
     need: &Need,
 ) -> Result<(), Response> {
     match need {
         Need::Credentials => match creds {
-            Credentials::None => Err(challenge(headers, None, "authentication required")),
+            Credentials::None => Err(challenge(base, None, "authentication required")),
             _ => Ok(()),
         },
         Need::Repo(repo, actions) => {
             for &a in actions {
                 if !subject.may(repo, a) {
                     return Err(if subject.is_anonymous() {
-                        challenge(headers, Some((repo, actions)), "authentication required")
+                        challenge(base, Some((repo, actions)), "authentication required")
                     } else {
                         denied()
                     });
                 }
                 if !subject.token_covers(repo, a) {
                     // The holder may, but this token was not issued for it: ask for another.
-                    return Err(challenge(
-                        headers,
-                        Some((repo, actions)),
-                        "insufficient scope",
-                    ));
+                    return Err(challenge(base, Some((repo, actions)), "insufficient scope"));
                 }
             }
             Ok(())

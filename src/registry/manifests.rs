@@ -8,6 +8,7 @@ use http_body_util::{BodyExt, Limited};
 
 use super::{ApiResult, hv};
 use crate::core::{Error, Registry};
+use crate::http::origin::Origin;
 use crate::oci::manifest::MAX_MANIFEST_BYTES;
 use crate::oci::{Reference, RepoName};
 
@@ -31,6 +32,7 @@ pub async fn get(reg: &Registry, repo: &RepoName, reference: &Reference, head: b
 /// PUT /v2/<name>/manifests/<reference>
 pub async fn put(
     reg: &Registry,
+    origin: &Origin,
     repo: &RepoName,
     reference: &Reference,
     req: Request,
@@ -71,7 +73,7 @@ pub async fn put(
         .status(StatusCode::CREATED)
         .header(
             header::LOCATION,
-            hv(format!("/v2/{repo}/manifests/{}", pushed.digest)),
+            hv(origin.url(&format!("/v2/{repo}/manifests/{}", pushed.digest))),
         )
         .header("Docker-Content-Digest", hv(pushed.digest.to_string()))
         .header(header::CONTENT_LENGTH, 0);

@@ -26,6 +26,7 @@ use route::{Route, RouteError};
 
 use crate::auth::Subject;
 use crate::core::Error;
+use crate::http::origin::Origin;
 use crate::state::AppState;
 
 pub type ApiResult = Result<Response, ApiError>;
@@ -51,25 +52,25 @@ pub async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
 /// Who is asking, from where: what handlers need beyond the route.
 pub struct Caller {
     pub subject: Subject,
-    pub addr: String,
+    pub origin: Origin,
 }
 
 /// Authenticate, check access for the route, then run the handler.
 async fn guarded(app: &AppState, route: Route, req: Request) -> Response {
+    let origin = app.origin(&req);
     let creds = match auth::credentials(req.headers()) {
         Ok(c) => c,
-        Err(why) => return auth::challenge(req.headers(), None, why),
+        Err(why) => return auth::challenge(&origin.base, None, why),
     };
-    let addr = auth::client_addr(&req);
-    let subject = match app.auth.authenticate(&creds, &addr).await {
+    let subject = match app.auth.authenticate(&creds, &origin.client).await {
         Ok(s) => s,
-        Err(e) => return auth::refused(req.headers(), &e),
+        Err(e) => return auth::refused(&origin.base, &e),
     };
     let need = auth::need(&route, req.method());
-    if let Err(resp) = auth::check(req.headers(), &creds, &subject, &need) {
+    if let Err(resp) = auth::check(&origin.base, &creds, &subject, &need) {
         return resp;
     }
-    let caller = Caller { subject, addr };
+    let caller = Caller { subject, origin };
     handle(app, &caller, route, req)
         .await
         .unwrap_or_else(|e| e.into_response())
@@ -90,7 +91,9 @@ async fn handle(app: &AppState, caller: &Caller, route: Route, req: Request) -> 
         (Route::Manifest(repo, r), Method::GET | Method::HEAD) => {
             manifests::get(reg, &repo, &r, head).await
         }
-        (Route::Manifest(repo, r), Method::PUT) => manifests::put(reg, &repo, &r, req).await,
+        (Route::Manifest(repo, r), Method::PUT) => {
+            manifests::put(reg, &caller.origin, &repo, &r, req).await
+        }
         (Route::Manifest(repo, r), Method::DELETE) => {
             let resp = manifests::delete(reg, &repo, &r).await?;
             audit(app, caller, "manifest.delete", format!("{repo}:{r}")).await;
@@ -106,11 +109,17 @@ async fn handle(app: &AppState, caller: &Caller, route: Route, req: Request) -> 
         }
         (Route::UploadStart(repo), Method::POST) => {
             let mount_ok = auth::may_mount_from(&caller.subject, &query);
-            uploads::start(reg, &repo, &query, mount_ok, req).await
+            uploads::start(reg, &caller.origin, &repo, &query, mount_ok, req).await
         }
-        (Route::Upload(repo, id), Method::GET) => uploads::status(reg, &repo, &id).await,
-        (Route::Upload(repo, id), Method::PATCH) => uploads::patch(reg, &repo, &id, req).await,
-        (Route::Upload(repo, id), Method::PUT) => uploads::put(reg, &repo, &id, &query, req).await,
+        (Route::Upload(repo, id), Method::GET) => {
+            uploads::status(reg, &caller.origin, &repo, &id).await
+        }
+        (Route::Upload(repo, id), Method::PATCH) => {
+            uploads::patch(reg, &caller.origin, &repo, &id, req).await
+        }
+        (Route::Upload(repo, id), Method::PUT) => {
+            uploads::put(reg, &caller.origin, &repo, &id, &query, req).await
+        }
         (Route::Upload(repo, id), Method::DELETE) => uploads::cancel(reg, &repo, &id).await,
         (_, m) => Err(Error::Unsupported(format!("{m} is not supported on this endpoint")).into()),
     }
@@ -120,7 +129,7 @@ async fn handle(app: &AppState, caller: &Caller, route: Route, req: Request) -> 
 async fn audit(app: &AppState, caller: &Caller, action: &str, detail: String) {
     if let Err(e) = app
         .auth
-        .audit(&caller.subject, &caller.addr, action, detail)
+        .audit(&caller.subject, &caller.origin.client, action, detail)
         .await
     {
         tracing::error!(error = %e, action, "could not write an audit entry");

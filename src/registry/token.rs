@@ -9,11 +9,12 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Limited};
 use serde_json::json;
 
-use super::auth::{client_addr, credentials, refused};
+use super::auth::{credentials, refused};
 use super::error::error_body;
 use super::query::Query;
 use crate::auth::{Actions, Credentials, TOKEN_TTL};
 use crate::clock::rfc3339;
+use crate::http::origin::Origin;
 use crate::oci::RepoName;
 use crate::state::AppState;
 
@@ -44,22 +45,13 @@ pub async fn get(State(app): State<AppState>, req: Request) -> Response {
         Err(why) => return error_body(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", why),
     };
     let requested = scopes(query.all("scope"));
-    issue(
-        &app,
-        &creds,
-        &client_addr(&req),
-        req.headers(),
-        &requested,
-        false,
-    )
-    .await
+    issue(&app, &creds, &app.origin(&req), &requested, false).await
 }
 
 /// POST /token (application/x-www-form-urlencoded): grant_type=password with username and
 /// password, as containerd sends. Refresh tokens are not issued, so not accepted either.
 pub async fn post(State(app): State<AppState>, req: Request) -> Response {
-    let addr = client_addr(&req);
-    let headers = req.headers().clone();
+    let origin = app.origin(&req);
     let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request"),
@@ -76,7 +68,7 @@ pub async fn post(State(app): State<AppState>, req: Request) -> Response {
         _ => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type"),
     };
     let requested = scopes(form.all("scope"));
-    issue(&app, &creds, &addr, &headers, &requested, true).await
+    issue(&app, &creds, &origin, &requested, true).await
 }
 
 fn oauth_error(status: StatusCode, code: &str) -> Response {
@@ -91,15 +83,14 @@ fn oauth_error(status: StatusCode, code: &str) -> Response {
 async fn issue(
     app: &AppState,
     creds: &Credentials,
-    addr: &str,
-    headers: &axum::http::HeaderMap,
+    origin: &Origin,
     requested: &[(String, Actions)],
     oauth: bool,
 ) -> Response {
-    let subject = match app.auth.authenticate(creds, addr).await {
+    let subject = match app.auth.authenticate(creds, &origin.client).await {
         Ok(s) => s,
         Err(e) => {
-            let mut r = refused(headers, &e);
+            let mut r = refused(&origin.base, &e);
             // A token endpoint challenges for Basic credentials, not for another token.
             if r.status() == StatusCode::UNAUTHORIZED {
                 r.headers_mut().insert(

@@ -9,16 +9,17 @@ use axum::response::Response;
 use super::error::range_value;
 use super::{ApiResult, Query, body_stream, hv};
 use crate::core::{Error, Registry};
+use crate::http::origin::Origin;
 use crate::oci::{Digest, RepoName, UploadId};
 
-fn location(repo: &RepoName, id: &UploadId) -> String {
-    format!("/v2/{repo}/blobs/uploads/{id}")
+fn location(origin: &Origin, repo: &RepoName, id: &UploadId) -> String {
+    origin.url(&format!("/v2/{repo}/blobs/uploads/{id}"))
 }
 
-fn accepted(repo: &RepoName, id: &UploadId, len: u64) -> Response {
+fn accepted(origin: &Origin, repo: &RepoName, id: &UploadId, len: u64) -> Response {
     Response::builder()
         .status(StatusCode::ACCEPTED)
-        .header(header::LOCATION, hv(location(repo, id)))
+        .header(header::LOCATION, hv(location(origin, repo, id)))
         .header(header::RANGE, range_value(len))
         .header("Docker-Upload-UUID", hv(id.as_str()))
         .header(header::CONTENT_LENGTH, 0)
@@ -26,10 +27,13 @@ fn accepted(repo: &RepoName, id: &UploadId, len: u64) -> Response {
         .expect("valid response")
 }
 
-fn created(repo: &RepoName, digest: &Digest) -> Response {
+fn created(origin: &Origin, repo: &RepoName, digest: &Digest) -> Response {
     Response::builder()
         .status(StatusCode::CREATED)
-        .header(header::LOCATION, hv(format!("/v2/{repo}/blobs/{digest}")))
+        .header(
+            header::LOCATION,
+            hv(origin.url(&format!("/v2/{repo}/blobs/{digest}"))),
+        )
         .header("Docker-Content-Digest", hv(digest.to_string()))
         .header(header::CONTENT_LENGTH, 0)
         .body(Body::empty())
@@ -48,6 +52,7 @@ fn query_digest(query: &Query, key: &str) -> Result<Option<Digest>, Error> {
 /// `mount_ok` says whether the caller may read the `from` repository.
 pub async fn start(
     reg: &Registry,
+    origin: &Origin,
     repo: &RepoName,
     query: &Query,
     mount_ok: bool,
@@ -57,7 +62,7 @@ pub async fn start(
         if let Some(from) = query.get("from").filter(|_| mount_ok) {
             let from = RepoName::parse(from).map_err(|_| Error::NameInvalid)?;
             if reg.mount_blob(repo, &from, &mount).await? {
-                return Ok(created(repo, &mount));
+                return Ok(created(origin, repo, &mount));
             }
         }
         // Not mountable: an ordinary upload session, as the spec says.
@@ -65,11 +70,11 @@ pub async fn start(
     let digest = query_digest(query, "digest")?;
     let id = reg.start_upload(repo).await?;
     let Some(digest) = digest else {
-        return Ok(accepted(repo, &id, 0));
+        return Ok(accepted(origin, repo, &id, 0));
     };
     let body = body_stream(req.into_body());
     match reg.finish_upload(repo, &id, &digest, body).await {
-        Ok(_) => Ok(created(repo, &digest)),
+        Ok(_) => Ok(created(origin, repo, &digest)),
         Err(e) => {
             // A failed single-request upload leaves nothing behind.
             if let Err(cancel) = reg.cancel_upload(repo, &id).await {
@@ -81,9 +86,9 @@ pub async fn start(
 }
 
 /// GET /v2/<name>/blobs/uploads/<id>
-pub async fn status(reg: &Registry, repo: &RepoName, id: &UploadId) -> ApiResult {
+pub async fn status(reg: &Registry, origin: &Origin, repo: &RepoName, id: &UploadId) -> ApiResult {
     let len = reg.upload_status(repo, id).await?;
-    let mut resp = accepted(repo, id, len);
+    let mut resp = accepted(origin, repo, id, len);
     *resp.status_mut() = StatusCode::NO_CONTENT;
     Ok(resp)
 }
@@ -102,7 +107,13 @@ fn content_range(v: &str) -> Option<(u64, u64)> {
 
 /// PATCH /v2/<name>/blobs/uploads/<id> — a chunk with `Content-Range`, or a streamed body
 /// of unknown length (chunked transfer encoding), as `docker push` sends.
-pub async fn patch(reg: &Registry, repo: &RepoName, id: &UploadId, req: Request) -> ApiResult {
+pub async fn patch(
+    reg: &Registry,
+    origin: &Origin,
+    repo: &RepoName,
+    id: &UploadId,
+    req: Request,
+) -> ApiResult {
     let range =
         match req.headers().get(header::CONTENT_RANGE) {
             None => None,
@@ -112,12 +123,13 @@ pub async fn patch(reg: &Registry, repo: &RepoName, id: &UploadId, req: Request)
         };
     let body = req.into_body().into_data_stream();
     let len = reg.append_upload(repo, id, range, body).await?;
-    Ok(accepted(repo, id, len))
+    Ok(accepted(origin, repo, id, len))
 }
 
 /// PUT /v2/<name>/blobs/uploads/<id>?digest=<digest>, with an optional last chunk.
 pub async fn put(
     reg: &Registry,
+    origin: &Origin,
     repo: &RepoName,
     id: &UploadId,
     query: &Query,
@@ -127,7 +139,7 @@ pub async fn put(
         .ok_or_else(|| Error::DigestInvalid("the digest query parameter is required".into()))?;
     let body = body_stream(req.into_body());
     reg.finish_upload(repo, id, &digest, body).await?;
-    Ok(created(repo, &digest))
+    Ok(created(origin, repo, &digest))
 }
 
 /// DELETE /v2/<name>/blobs/uploads/<id>

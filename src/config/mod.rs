@@ -1,8 +1,12 @@
 //! Configuration: embedded defaults < config file < `BERTH_*` environment < command-line
 //! flags, merged by figment and validated once into a `Config` that lives in the app state.
 
+mod tls;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+pub use tls::{Challenge, Directory, Proxies, Tls, TlsMode};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -14,8 +18,10 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/berth.toml";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Address of the HTTP listener.
-    pub listen: SocketAddr,
+    /// Address of the main listener: plain HTTP when `tls.mode` is `off` (default
+    /// 127.0.0.1:5000), HTTPS otherwise (default 0.0.0.0:443).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
     /// Folder holding the database, blobs and upload sessions.
     pub data_dir: PathBuf,
     /// Log filter: a level (`info`) or `target=level` pairs (`berth=debug,info`).
@@ -27,6 +33,17 @@ pub struct Config {
     /// File holding the first administrator's password (read once, when no user exists).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_password_file: Option<PathBuf>,
+    /// The URL clients use to reach berth (`https://registry.example.com`), when it differs
+    /// from what the request says (behind a reverse proxy). Decides the absolute URLs berth
+    /// emits: the token realm and upload locations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_url: Option<String>,
+    /// Addresses (or CIDR ranges) of reverse proxies whose X-Forwarded-For/-Proto/-Host
+    /// headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub tls: Tls,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,12 +56,15 @@ pub enum Durability {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            listen: None,
             data_dir: PathBuf::from("./berth-data"),
             log: "info".into(),
             durability: Durability::PowerLoss,
             shutdown_grace_secs: 30,
             admin_password_file: None,
+            external_url: None,
+            trusted_proxies: Vec::new(),
+            tls: Tls::default(),
         }
     }
 }
@@ -79,7 +99,8 @@ pub fn load(file: Option<&Path>, cli: &Overrides) -> Result<Config, ConfigError>
         None => {}
     }
     // `BERTH_CONFIG` names the file (read by the CLI); every other BERTH_* must be a key.
-    fig = fig.merge(Env::prefixed("BERTH_").ignore(NOT_CONFIG_KEYS));
+    // Nested keys use a double underscore: BERTH_TLS__MODE=acme.
+    fig = fig.merge(Env::prefixed("BERTH_").ignore(NOT_CONFIG_KEYS).split("__"));
     fig = fig.merge(Serialized::globals(cli));
     let config: Config = fig
         .extract()
@@ -98,6 +119,8 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
     if let Err(e) = c.log.parse::<tracing_subscriber::filter::Targets>() {
         return Err(ConfigError::Invalid(format!("log: {e} in {:?}", c.log)));
     }
+    c.tls.validate().map_err(ConfigError::Invalid)?;
+    c.proxies().map_err(ConfigError::Invalid)?;
     Ok(())
 }
 
@@ -106,8 +129,28 @@ fn one_line(s: &str) -> String {
 }
 
 impl Config {
-    /// The configuration as TOML, as `berth config show` prints it.
+    /// The main listener's address, after the mode-dependent default.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen.unwrap_or(match self.tls.mode {
+            TlsMode::Off => SocketAddr::from(([127, 0, 0, 1], 5000)),
+            TlsMode::Acme | TlsMode::Files => SocketAddr::from(([0, 0, 0, 0], 443)),
+        })
+    }
+
+    /// External URL and trusted proxies, parsed (validated at load, so this does not fail
+    /// on a loaded configuration).
+    pub fn proxies(&self) -> Result<Proxies, String> {
+        Proxies::parse(self.external_url.as_deref(), &self.trusted_proxies)
+    }
+
+    /// The configuration as TOML, as `berth config show` prints it, with defaults that
+    /// depend on other keys filled in.
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+        let mut shown = self.clone();
+        shown.listen = Some(self.listen_addr());
+        if self.tls.mode != TlsMode::Off && shown.tls.http_listen.is_none() {
+            shown.tls.http_listen = Some(tls::DEFAULT_HTTP_LISTEN.into());
+        }
+        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
 }

@@ -1,0 +1,236 @@
+//! A real ACME CA on loopback: Debian's `pebble`, with `pebble-challtestsrv` as its DNS server
+//! (every name resolves to 127.0.0.1), its own API certificate made with openssl, and free
+//! ports. One instance per test: pebble keeps its state in memory and makes a new root on
+//! every start.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::require_tool;
+use super::server::free_port;
+
+pub struct Pebble {
+    pub dir: tempfile::TempDir,
+    pebble: Option<Child>,
+    challtestsrv: Child,
+    /// The ACME directory URL.
+    pub directory: String,
+    /// The CA of pebble's API certificate (what berth's ACME client must trust).
+    pub api_ca: PathBuf,
+    api_port: u16,
+    mgmt_port: u16,
+    dns_port: u16,
+    config: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new(require_tool("openssl"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Pebble {
+    /// Configure pebble to validate TLS-ALPN-01 on `tls_port` and HTTP-01 on `http_port`
+    /// (berth's listeners), with certificates valid `validity_secs` when given. Not started.
+    pub fn new(tls_port: u16, http_port: u16, validity_secs: Option<u64>) -> Pebble {
+        require_tool("pebble");
+        require_tool("pebble-challtestsrv");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        openssl(
+            d,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "30",
+                "-subj",
+                "/CN=pebble test api CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "api.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        );
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n",
+        )
+        .unwrap();
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "api.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "cert.pem",
+                "-days",
+                "30",
+                "-extfile",
+                "ext.cnf",
+            ],
+        );
+        let (api_port, mgmt_port, dns_port, chall_mgmt) =
+            (free_port(), free_port(), free_port(), free_port());
+        let validity = validity_secs
+            .map(|s| format!(",\n    \"certificateValidityPeriod\": {s}"))
+            .unwrap_or_default();
+        let config = d.join("pebble-config.json");
+        std::fs::write(
+            &config,
+            format!(
+                "{{\n  \"pebble\": {{\n    \"listenAddress\": \"127.0.0.1:{api_port}\",\n    \"managementListenAddress\": \"127.0.0.1:{mgmt_port}\",\n    \"certificate\": \"cert.pem\",\n    \"privateKey\": \"key.pem\",\n    \"httpPort\": {http_port},\n    \"tlsPort\": {tls_port},\n    \"ocspResponderURL\": \"\",\n    \"externalAccountBindingRequired\": false{validity}\n  }}\n}}\n"
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(d.join("challtestsrv.log")).unwrap();
+        let challtestsrv = Command::new("pebble-challtestsrv")
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", "", "-dns01"])
+            .arg(format!("127.0.0.1:{dns_port}"))
+            .args([
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+                "-management",
+            ])
+            .arg(format!("127.0.0.1:{chall_mgmt}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Pebble {
+            directory: format!("https://localhost:{api_port}/dir"),
+            api_ca: d.join("ca.pem"),
+            dir,
+            pebble: None,
+            challtestsrv,
+            api_port,
+            mgmt_port,
+            dns_port,
+            config,
+        }
+    }
+
+    /// Start pebble and wait until its directory answers.
+    pub fn start(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("pebble.log")).unwrap();
+        let child = Command::new("pebble")
+            .arg("-config")
+            .arg(&self.config)
+            .arg("-dnsserver")
+            .arg(format!("127.0.0.1:{}", self.dns_port))
+            .arg("-strict=false")
+            .current_dir(self.dir.path())
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .env("PEBBLE_AUTHZREUSE", "0")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.pebble = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ok = Command::new("curl")
+                .args(["-sf", "-o", "/dev/null", "--cacert"])
+                .arg(&self.api_ca)
+                .arg(&self.directory)
+                .status()
+                .unwrap()
+                .success();
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pebble did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
+    }
+
+    /// Certificates pebble has issued so far (orders finalized).
+    pub fn issued(&self) -> usize {
+        self.log().matches("Issued certificate serial").count()
+    }
+
+    /// Pebble's issuing root (fetched from its management API), written to a file.
+    pub fn root(&self) -> PathBuf {
+        let path = self.dir.path().join("root.pem");
+        let out = Command::new("curl")
+            .args(["-sf", "--cacert"])
+            .arg(&self.api_ca)
+            .arg(format!("https://127.0.0.1:{}/roots/0", self.mgmt_port))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cannot fetch pebble's root");
+        std::fs::write(&path, &out.stdout).unwrap();
+        path
+    }
+
+    pub fn api_port(&self) -> u16 {
+        self.api_port
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.pebble.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        let _ = self.challtestsrv.kill();
+        let _ = self.challtestsrv.wait();
+    }
+}
