@@ -360,7 +360,7 @@ pub fn bootstrap_admin(
     now: i64,
     given: Option<&str>,
 ) -> Result<Option<String>, AccountError> {
-    if db.read_blocking(|c| users::count(c))? > 0 {
+    if db.read_blocking(users::count)? > 0 {
         return Ok(None);
     }
     let (pass, generated) = match given {
