@@ -12,6 +12,7 @@ pub mod bearer;
 pub mod password;
 pub mod pattern;
 pub mod secret;
+mod subject;
 pub mod throttle;
 
 use std::collections::HashMap;
@@ -19,6 +20,8 @@ use std::sync::{Arc, Mutex};
 
 pub use bearer::Holder;
 pub use pattern::{Action, Actions, Pattern};
+pub use subject::Subject;
+use subject::parse_rules;
 
 use crate::clock::Clock;
 use crate::db::{Db, DbError, audit, settings, tokens, users};
@@ -58,77 +61,6 @@ pub enum AuthError {
     Db(#[from] DbError),
     #[error("{0}")]
     Internal(String),
-}
-
-/// The authenticated holder of a request, with what they may do now.
-#[derive(Debug, Clone)]
-pub struct Subject {
-    pub holder: Holder,
-    /// User or token name, for the audit trail (`None` when anonymous).
-    pub name: Option<String>,
-    admin: bool,
-    /// The user's grants (for a robot: its owner's).
-    grants: Vec<(Pattern, Actions)>,
-    /// A robot token's own scopes, intersected with `grants` at every use.
-    scopes: Option<Vec<(Pattern, Actions)>>,
-    anonymous: Vec<Pattern>,
-    /// When the request came with a bearer token: what that token was issued for.
-    pub token_access: Option<Vec<(String, Actions)>>,
-}
-
-impl Subject {
-    pub fn is_anonymous(&self) -> bool {
-        self.holder == Holder::Anonymous
-    }
-
-    /// Actions the holder may take on `repo` at this moment.
-    pub fn allowed(&self, repo: &str) -> Actions {
-        let public = if self.anonymous.iter().any(|p| p.matches(repo)) {
-            Actions::of(&[Action::Pull])
-        } else {
-            Actions::NONE
-        };
-        if self.holder == Holder::Anonymous {
-            return public;
-        }
-        let own = if self.admin {
-            Actions::ALL
-        } else {
-            union_matching(&self.grants, repo)
-        };
-        let own = match &self.scopes {
-            Some(scopes) => own.intersect(union_matching(scopes, repo)),
-            None => own,
-        };
-        own.union(public)
-    }
-
-    pub fn may(&self, repo: &str, action: Action) -> bool {
-        self.allowed(repo).contains(action)
-    }
-
-    /// Whether the bearer token (if any) covers `action` on `repo`.
-    pub fn token_covers(&self, repo: &str, action: Action) -> bool {
-        match &self.token_access {
-            None => true,
-            Some(acc) => acc
-                .iter()
-                .any(|(name, a)| name == repo && a.contains(action)),
-        }
-    }
-}
-
-fn union_matching(list: &[(Pattern, Actions)], repo: &str) -> Actions {
-    list.iter()
-        .filter(|(p, _)| p.matches(repo))
-        .fold(Actions::NONE, |acc, (_, a)| acc.union(*a))
-}
-
-fn parse_rules(rows: Vec<(String, String)>) -> Vec<(Pattern, Actions)> {
-    // Rows were validated on the way in; a row that no longer parses grants nothing.
-    rows.into_iter()
-        .filter_map(|(p, a)| Some((Pattern::parse(&p).ok()?, Actions::parse(&a).ok()?)))
-        .collect()
 }
 
 #[derive(Clone)]
