@@ -2,6 +2,7 @@
 //! status and both output streams.
 
 use std::fs::File;
+use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -21,6 +22,55 @@ pub fn output(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Run to completion with `input` on stdin (a secret for `--password-stdin`), whatever the
+/// exit status.
+#[track_caller]
+pub fn output_with_stdin(cmd: &mut Command, input: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    // A tool that exits without reading is reported by its status, not as a broken pipe.
+    let _ = child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input.as_bytes());
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("wait for {cmd:?}: {e}"))
+}
+
+/// Run with `input` on stdin; panic unless it exits 0. Returns stdout.
+#[track_caller]
+pub fn run_with_stdin(cmd: &mut Command, input: &str) -> String {
+    let out = output_with_stdin(cmd, input);
+    if !out.status.success() {
+        panic!("command failed: {}", describe(cmd, &out));
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Both output streams of a finished command, for matching error messages.
+pub fn combined(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Panic unless the command failed. Returns both output streams.
+#[track_caller]
+pub fn expect_failure(cmd: &Command, out: &Output) -> String {
+    if out.status.success() {
+        panic!("command should have failed: {}", describe(cmd, out));
+    }
+    combined(out)
 }
 
 /// Run with stdout written to `file`; panic unless it exits 0.

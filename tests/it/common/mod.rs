@@ -4,8 +4,12 @@
 #![allow(dead_code)]
 
 pub mod cmd;
+pub mod containers;
+pub mod curl;
+pub mod docker;
 pub mod images;
 pub mod net;
+pub mod pebble;
 pub mod prng;
 pub mod server;
 

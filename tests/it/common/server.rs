@@ -63,6 +63,28 @@ impl Server {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// `berth --data-dir DATA ARGS` (user, token, anonymous administration) while the server
+    /// runs; panics unless it exits 0. Returns stdout, e.g. a token's secret with its newline.
+    #[track_caller]
+    pub fn admin(&self, args: &[&str]) -> String {
+        super::cmd::run(&mut self.admin_command(args))
+    }
+
+    /// The same with `input` on stdin (`user add NAME --password-stdin`).
+    #[track_caller]
+    pub fn admin_with_stdin(&self, args: &[&str], input: &str) -> String {
+        super::cmd::run_with_stdin(&mut self.admin_command(args), input)
+    }
+
+    fn admin_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(args)
+            .env_remove("BERTH_CONFIG");
+        cmd
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
