@@ -24,7 +24,7 @@ pub use subject::Subject;
 use subject::parse_rules;
 
 use crate::clock::Clock;
-use crate::db::{Db, DbError, audit, settings, tokens, users};
+use crate::db::{Conn, Db, DbError, audit, settings, tokens, users};
 
 /// How long a bearer token from `/token` is valid, seconds.
 pub const TOKEN_TTL: i64 = 300;
@@ -175,20 +175,25 @@ impl Auth {
         }
     }
 
+    /// One database read: the token by the hash of its secret, then its holder's state.
     async fn robot_login(
         &self,
         name: &str,
         secret: &str,
         addr: &str,
     ) -> Result<Option<Subject>, AuthError> {
-        let hash = secret::sha256_hex(secret);
-        let token = self.db.read(move |c| tokens::by_secret(c, &hash)).await?;
-        let Some(token) = token.filter(|t| t.name == name) else {
-            return Ok(None);
-        };
-        let subject = self.load(Holder::Robot(token.id), None).await?;
-        if subject.is_some() {
-            self.touch_token(token.id, addr).await;
+        let (hash, name, now) = (secret::sha256_hex(secret), name.to_string(), self.now());
+        let subject = self
+            .db
+            .read(move |c| -> Result<_, DbError> {
+                match tokens::by_secret(c, &hash)? {
+                    Some(t) if t.name == name => read_subject(c, Holder::Robot(t.id), now),
+                    _ => Ok(None),
+                }
+            })
+            .await?;
+        if let Some(Holder::Robot(id)) = subject.as_ref().map(|s| &s.holder) {
+            self.touch_token(*id, addr).await;
         }
         Ok(subject)
     }
@@ -212,6 +217,8 @@ impl Auth {
         }
     }
 
+    /// One database read for the user and their state; argon2 only when the password is not
+    /// in the cache (or the user's hash changed since).
     async fn password_login(
         &self,
         name: &str,
@@ -220,7 +227,17 @@ impl Auth {
         let now = self.now();
         let cache_key = secret::sha256_hex(&format!("{name}\0{password}"));
         let n = name.to_string();
-        let Some(user) = self.db.read(move |c| users::by_name(c, &n)).await? else {
+        let found = self
+            .db
+            .read(move |c| -> Result<_, DbError> {
+                let Some(user) = users::by_name(c, &n)? else {
+                    return Ok(None);
+                };
+                let subject = read_subject(c, Holder::User(user.id), now)?;
+                Ok(Some((user.id, user.password_hash, subject)))
+            })
+            .await?;
+        let Some((user_id, hash, subject)) = found else {
             // Spend the same time as for a real user, so names cannot be probed by timing.
             let p = password.to_string();
             let _ = tokio::task::spawn_blocking(move || password::verify(&p, dummy_hash())).await;
@@ -232,43 +249,34 @@ impl Auth {
             .unwrap_or_else(|p| p.into_inner())
             .get(&cache_key)
             .cloned();
-        let verified = match cached {
-            Some(c)
-                if c.user_id == user.id
-                    && c.password_hash == user.password_hash
-                    && now - c.at < PASSWORD_CACHE_TTL =>
-            {
-                true
+        let fresh = cached.is_some_and(|c| {
+            c.user_id == user_id && c.password_hash == hash && now - c.at < PASSWORD_CACHE_TTL
+        });
+        if !fresh {
+            let (p, h) = (password.to_string(), hash.clone());
+            let ok = tokio::task::spawn_blocking(move || password::verify(&p, &h))
+                .await
+                .map_err(|e| AuthError::Internal(e.to_string()))?;
+            if !ok {
+                return Ok(None);
             }
-            _ => {
-                let (p, h) = (password.to_string(), user.password_hash.clone());
-                let ok = tokio::task::spawn_blocking(move || password::verify(&p, &h))
-                    .await
-                    .map_err(|e| AuthError::Internal(e.to_string()))?;
-                if ok {
-                    self.logins
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(
-                            cache_key,
-                            CachedLogin {
-                                user_id: user.id,
-                                password_hash: user.password_hash.clone(),
-                                at: now,
-                            },
-                        );
-                    let id = user.id;
-                    self.db
-                        .write(move |tx| users::touch_login(tx, id, now))
-                        .await?;
-                }
-                ok
-            }
-        };
-        if !verified {
-            return Ok(None);
+            self.logins
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    cache_key,
+                    CachedLogin {
+                        user_id,
+                        password_hash: hash,
+                        at: now,
+                    },
+                );
+            self.db
+                .write(move |tx| users::touch_login(tx, user_id, now))
+                .await?;
         }
-        self.load(Holder::User(user.id), None).await
+        // `None` here: the password is right but the user is disabled.
+        Ok(subject)
     }
 
     /// Read the holder's current state; `None` when disabled, revoked, expired or gone.
@@ -278,60 +286,8 @@ impl Auth {
         token_access: Option<Vec<(String, Actions)>>,
     ) -> Result<Option<Subject>, AuthError> {
         let now = self.now();
-        let h = holder.clone();
-        let loaded = self
-            .db
-            .read(move |c| -> Result<_, DbError> {
-                let anonymous = users::anonymous_patterns(c)?;
-                let (user_id, name, scopes) = match &h {
-                    Holder::Anonymous => return Ok(Some((None, None, None, anonymous))),
-                    Holder::User(id) => (*id, None, None),
-                    Holder::Robot(id) => {
-                        let Some(t) = tokens::by_id(c, *id)? else {
-                            return Ok(None);
-                        };
-                        if t.revoked_at.is_some() || t.expires_at.is_some_and(|e| e <= now) {
-                            return Ok(None);
-                        }
-                        (t.user_id, Some(t.name), Some(tokens::scopes(c, *id)?))
-                    }
-                };
-                let Some(user) = users::by_id(c, user_id)? else {
-                    return Ok(None);
-                };
-                if user.disabled {
-                    return Ok(None);
-                }
-                let grants = if user.is_admin {
-                    Vec::new()
-                } else {
-                    users::grants(c, user.id)?
-                };
-                let name = name.unwrap_or(user.name.clone());
-                Ok(Some((
-                    Some((user.is_admin, grants)),
-                    Some(name),
-                    scopes,
-                    anonymous,
-                )))
-            })
-            .await?;
-        let Some((user, name, scopes, anonymous)) = loaded else {
-            return Ok(None);
-        };
-        let (admin, grants) = user.unwrap_or((false, Vec::new()));
-        Ok(Some(Subject {
-            holder,
-            name,
-            admin,
-            grants: parse_rules(grants),
-            scopes: scopes.map(parse_rules),
-            anonymous: anonymous
-                .iter()
-                .filter_map(|p| Pattern::parse(p).ok())
-                .collect(),
-            token_access,
-        }))
+        let subject = self.db.read(move |c| read_subject(c, holder, now)).await?;
+        Ok(subject.map(|s| Subject { token_access, ..s }))
     }
 
     /// Sign a bearer token for `subject` covering what it may do of `requested`
@@ -374,6 +330,62 @@ impl Auth {
         };
         Ok(self.db.write(move |tx| audit::insert(tx, &e)).await?)
     }
+}
+
+/// The holder's state at `now`, within a read the caller already holds; `None` when the
+/// holder is disabled, revoked, expired or gone.
+fn read_subject(c: &Conn, holder: Holder, now: i64) -> Result<Option<Subject>, DbError> {
+    let anonymous: Vec<Pattern> = users::anonymous_patterns(c)?
+        .iter()
+        .filter_map(|p| Pattern::parse(p).ok())
+        .collect();
+    let (user_id, token_name, scopes) = match &holder {
+        Holder::Anonymous => {
+            return Ok(Some(Subject {
+                holder,
+                name: None,
+                admin: false,
+                grants: Vec::new(),
+                scopes: None,
+                anonymous,
+                token_access: None,
+            }));
+        }
+        Holder::User(id) => (*id, None, None),
+        Holder::Robot(id) => {
+            let Some(t) = tokens::by_id(c, *id)? else {
+                return Ok(None);
+            };
+            if t.revoked_at.is_some() || t.expires_at.is_some_and(|e| e <= now) {
+                return Ok(None);
+            }
+            (
+                t.user_id,
+                Some(t.name),
+                Some(parse_rules(tokens::scopes(c, *id)?)),
+            )
+        }
+    };
+    let Some(user) = users::by_id(c, user_id)? else {
+        return Ok(None);
+    };
+    if user.disabled {
+        return Ok(None);
+    }
+    let grants = if user.is_admin {
+        Vec::new()
+    } else {
+        parse_rules(users::grants(c, user.id)?)
+    };
+    Ok(Some(Subject {
+        holder,
+        name: Some(token_name.unwrap_or(user.name)),
+        admin: user.is_admin,
+        grants,
+        scopes,
+        anonymous,
+        token_access: None,
+    }))
 }
 
 /// A valid argon2id hash of a password nobody knows, to verify against for unknown names.

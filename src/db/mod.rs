@@ -63,8 +63,10 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
 }
 
-/// Readers kept open between requests; more are opened under load and closed after.
-const IDLE_READERS: usize = 8;
+/// Readers kept open between requests: opened as concurrency needs them (a cold open parses
+/// the schema and recompiles statements, which costs more than a query), closed only beyond
+/// this many.
+const IDLE_READERS: usize = 64;
 
 impl Db {
     /// Open (creating if needed) the database and apply pending migrations. Blocking.
