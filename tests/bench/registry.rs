@@ -1,35 +1,40 @@
 //! Throughput, latency and memory of berth against registry:2, on loopback, in one run.
 //!
 //! `cargo bench --bench registry`. Knobs: `BENCH_SIZE_MIB` (size of the big blob, default
-//! 1024), `BENCH_ONLY=berth` (skip registry:2). registry:2 is Debian's `docker-registry`
-//! package; without it only berth is measured. The servers run one after the other, each on
-//! a fresh temp data dir, so they never compete for the two cores or the page cache.
+//! 1024), `BENCH_ONLY=berth` (skip registry:2), `BENCH_ONLY=auth` (only the authentication
+//! section). registry:2 is Debian's `docker-registry` package; without it only berth is
+//! measured. The servers run one after the other, each on a fresh temp data dir, so they
+//! never compete for the two cores or the page cache.
+//!
+//! berth requires authentication: the table's workloads send the Basic credentials of a
+//! robot token made with `berth token create` (a SHA-256 lookup, no argon2), as CI would;
+//! registry:2 runs without authentication. After berth's table, the authentication section
+//! (auth.rs) compares anonymous pulls with each kind of credentials.
 //!
 //! Client and server share the machine: the numbers compare registries under the same
 //! client, they are not the registry's ceiling.
 
+mod auth;
 mod server;
 mod workloads;
 
+use anyhow::{Context, Result, bail, ensure};
+use sha2::{Digest as _, Sha256};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use sha2::{Digest as _, Sha256};
-
-use server::{Kind, Server};
-use workloads::Target;
+use server::{Kind, ROBOT, Server};
+use workloads::{Manifests, Target};
 
 const MIB: u64 = 1024 * 1024;
 /// Chunk size of the chunked push.
 const CHUNK_MIB: u64 = 64;
 /// Sequential requests for the manifest latency lines.
-const LATENCY_REQUESTS: usize = 500;
+pub const LATENCY_REQUESTS: usize = 500;
 /// Concurrency and duration of the manifest GET throughput line.
-const CONNECTIONS: usize = 32;
-const RPS_SECS: f64 = 5.0;
+pub const CONNECTIONS: usize = 32;
+pub const RPS_SECS: f64 = 5.0;
 /// The many-layer image, with docker's 5 uploads in flight.
 const LAYERS: usize = 200;
 const LAYER_BYTES: usize = 16 * 1024;
@@ -86,9 +91,16 @@ impl BigBlob {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Only {
+    All,
+    Berth,
+    Auth,
+}
+
 struct Settings {
     size_mib: u64,
-    only_berth: bool,
+    only: Only,
 }
 
 impl Settings {
@@ -101,15 +113,13 @@ impl Settings {
                 .with_context(|| format!("BENCH_SIZE_MIB={v:?} is not a positive number"))?,
             Err(_) => 1024,
         };
-        let only_berth = match std::env::var("BENCH_ONLY").as_deref() {
-            Ok("berth") => true,
-            Ok(other) => bail!("BENCH_ONLY={other:?}: the only accepted value is \"berth\""),
-            Err(_) => false,
+        let only = match std::env::var("BENCH_ONLY").as_deref() {
+            Ok("berth") => Only::Berth,
+            Ok("auth") => Only::Auth,
+            Ok(other) => bail!("BENCH_ONLY={other:?}: accepted values are \"berth\" and \"auth\""),
+            Err(_) => Only::All,
         };
-        Ok(Settings {
-            size_mib,
-            only_berth,
-        })
+        Ok(Settings { size_mib, only })
     }
 
     fn size_label(&self) -> String {
@@ -129,33 +139,89 @@ fn record(lines: &mut Lines, kind: Kind, label: String, value: f64) {
     lines.push((label, value));
 }
 
-/// Start one server, run every workload against it, stop it.
-async fn bench(kind: Kind, settings: &Settings, blob: &BigBlob) -> Result<Lines> {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(2 * CONNECTIONS)
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(600))
-        .build()?;
+/// A started server with the client of the table's workloads.
+struct Started {
+    server: Server,
+    idle_mib: f64,
+    target: Arc<Target>,
+    /// berth's robot token secret.
+    robot: Option<String>,
+}
+
+/// Start a server, create berth's robot token, and check that `GET /v2/` answers 200.
+async fn start(kind: Kind) -> Result<Started> {
     let mut server = Server::start(kind)?;
-    let idle = server.wait_ready(&http).await?;
-    let target = Arc::new(Target {
-        http,
-        base: server.base.clone(),
-    });
+    let idle_mib = server.wait_ready().await?;
+    let robot = match kind {
+        Kind::Berth => Some(server.create_robot()?),
+        Kind::Registry2 => None,
+    };
+    let authorization = robot.as_deref().map(|secret| auth::basic(ROBOT, secret));
+    let target = Target::new(server.base.clone(), authorization.as_deref(), CONNECTIONS)?;
+    let status = target
+        .http
+        .get(target.base.join("v2/")?)
+        .send()
+        .await?
+        .status();
+    ensure!(
+        status == reqwest::StatusCode::OK,
+        "GET /v2/ on {}: expected 200, got {status}",
+        kind.label()
+    );
+    Ok(Started {
+        server,
+        idle_mib,
+        target: Arc::new(target),
+        robot,
+    })
+}
+
+/// The error of a failed run, with the end of the server's log.
+fn with_log(e: anyhow::Error, server: &Server) -> anyhow::Error {
+    e.context(format!(
+        "{} failed; its log ends with:\n{}",
+        server.kind.label(),
+        server.log()
+    ))
+}
+
+/// Start one server, run every workload against it (then, for berth, the authentication
+/// section), stop it.
+async fn bench(
+    kind: Kind,
+    settings: &Settings,
+    blob: &BigBlob,
+) -> Result<(Lines, Option<Vec<auth::Row>>)> {
+    let s = start(kind).await?;
     let mut lines = Vec::new();
-    match workloads(&target, kind, settings, blob, &mut lines).await {
-        Ok(()) => {
-            record(&mut lines, kind, "idle RSS (MiB)".into(), idle);
-            let peak = server.memory_mib("VmHWM")?;
-            record(&mut lines, kind, "peak RSS (MiB)".into(), peak);
-            Ok(lines)
-        }
-        Err(e) => Err(e.context(format!(
-            "{} failed; its log ends with:\n{}",
-            kind.label(),
-            server.log()
-        ))),
-    }
+    let manifests = workloads(&s.target, kind, settings, blob, &mut lines)
+        .await
+        .map_err(|e| with_log(e, &s.server))?;
+    record(&mut lines, kind, "idle RSS (MiB)".into(), s.idle_mib);
+    let peak = s.server.memory_mib("VmHWM")?;
+    record(&mut lines, kind, "peak RSS (MiB)".into(), peak);
+    let auth = match &s.robot {
+        Some(secret) => Some(
+            auth::section(&s.server, secret, manifests)
+                .await
+                .map_err(|e| with_log(e, &s.server))?,
+        ),
+        None => None,
+    };
+    Ok((lines, auth))
+}
+
+/// BENCH_ONLY=auth: berth with the table's manifests pushed (untimed), then the section.
+async fn auth_only() -> Result<Vec<auth::Row>> {
+    let s = start(Kind::Berth).await?;
+    let secret = s.robot.as_deref().context("berth without a robot token")?;
+    let run = async {
+        eprintln!("  pushing {LATENCY_REQUESTS} manifests");
+        let (_, manifests) = workloads::push_manifests(&s.target, LATENCY_REQUESTS).await?;
+        auth::section(&s.server, secret, Arc::new(manifests)).await
+    };
+    run.await.map_err(|e| with_log(e, &s.server))
 }
 
 async fn workloads(
@@ -164,7 +230,7 @@ async fn workloads(
     settings: &Settings,
     blob: &BigBlob,
     lines: &mut Lines,
-) -> Result<()> {
+) -> Result<Arc<Manifests>> {
     let size = settings.size_label();
     // Three repositories, one blob: each push still uploads, hashes and stores every byte.
     let v = workloads::push_monolithic(t, "bench/monolithic", blob).await?;
@@ -176,19 +242,21 @@ async fn workloads(
     let v = workloads::pull(t, "bench/monolithic", blob).await?;
     record(lines, kind, format!("blob pull {size} (MiB/s)"), v);
 
-    let (put, get, manifests) = workloads::manifest_latency(t, LATENCY_REQUESTS).await?;
+    let (put, manifests) = workloads::push_manifests(t, LATENCY_REQUESTS).await?;
+    let get = workloads::manifest_get_latency(t, &manifests).await?;
     record(lines, kind, "manifest PUT median (ms)".into(), put.median);
     record(lines, kind, "manifest PUT p99 (ms)".into(), put.p99);
     record(lines, kind, "manifest GET median (ms)".into(), get.median);
     record(lines, kind, "manifest GET p99 (ms)".into(), get.p99);
-    let rps = workloads::manifest_get_rps(t, Arc::new(manifests), CONNECTIONS, RPS_SECS).await?;
+    let manifests = Arc::new(manifests);
+    let rps = workloads::manifest_get_rps(t, manifests.clone(), CONNECTIONS, RPS_SECS).await?;
     let label = format!("manifest GET, {CONNECTIONS} conns (req/s)");
     record(lines, kind, label, rps);
 
     let secs = workloads::layered_image(t, LAYERS, LAYER_BYTES).await?;
     let label = format!("push {LAYERS} x {} KiB layers (s)", LAYER_BYTES / 1024);
     record(lines, kind, label, secs);
-    Ok(())
+    Ok(manifests)
 }
 
 fn number(v: f64) -> String {
@@ -230,8 +298,17 @@ fn print_table(results: &[(Kind, Lines)]) {
 
 fn main() -> Result<()> {
     let settings = Settings::from_env()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if settings.only == Only::Auth {
+        println!("BENCH_ONLY=auth: only berth's authentication section");
+        eprintln!("benchmarking berth's authentication");
+        auth::print(&rt.block_on(auth_only())?);
+        return Ok(());
+    }
     let mut kinds = vec![Kind::Berth];
-    if settings.only_berth {
+    if settings.only == Only::Berth {
         println!("BENCH_ONLY=berth: registry:2 skipped");
     } else if server::registry2_installed() {
         kinds.push(Kind::Registry2);
@@ -247,15 +324,16 @@ fn main() -> Result<()> {
     let blob = BigBlob::generate(dir.path().join("blob"), settings.size_mib * MIB)?;
     eprintln!("  {}", blob.digest);
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let mut results = Vec::new();
+    let (mut results, mut auth_rows) = (Vec::new(), None);
     for kind in kinds {
         eprintln!("benchmarking {}", kind.label());
-        let lines = rt.block_on(bench(kind, &settings, &blob))?;
+        let (lines, auth) = rt.block_on(bench(kind, &settings, &blob))?;
         results.push((kind, lines));
+        auth_rows = auth_rows.or(auth);
     }
     print_table(&results);
+    if let Some(rows) = auth_rows {
+        auth::print(&rows);
+    }
     Ok(())
 }

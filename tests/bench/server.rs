@@ -1,9 +1,11 @@
 //! The registries under test: each one a child process on a free loopback port with its own
 //! temp data dir, killed (and its dir removed) when the guard drops, also on panic.
+//! berth starts with an admin password and is administered through its own CLI on the same
+//! data dir, as an operator would; registry:2 runs without authentication.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,10 @@ use tempfile::TempDir;
 
 /// Debian's package of registry:2 (github.com/distribution/distribution 2.8).
 pub const REGISTRY2_BIN: &str = "/usr/bin/docker-registry";
+/// berth's `admin` password (a throwaway data dir on loopback).
+pub const ADMIN_PASSWORD: &str = "bench-admin-password";
+/// The robot token the workloads push and pull with.
+pub const ROBOT: &str = "bench-robot";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -33,6 +39,7 @@ pub struct Server {
     pub kind: Kind,
     pub base: Url,
     addr: SocketAddr,
+    data: PathBuf,
     child: Child,
     // Dropped after `Drop::drop` has killed the child, so the files are no longer in use.
     dir: TempDir,
@@ -56,19 +63,10 @@ impl Server {
         let log = File::create(dir.path().join("server.log"))?;
         let mut cmd = match kind {
             Kind::Berth => {
-                let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-                cmd.arg("serve")
-                    .arg("--listen")
-                    .arg(addr.to_string())
-                    .arg("--data-dir")
-                    .arg(&data);
-                // Only the flags above configure it, not the caller's environment.
-                for (key, _) in std::env::vars_os() {
-                    if key.to_string_lossy().starts_with("BERTH_") {
-                        cmd.env_remove(key);
-                    }
-                }
-                cmd.env("BERTH_LOG", "warn");
+                let mut cmd = berth(&data);
+                cmd.arg("serve").arg("--listen").arg(addr.to_string());
+                cmd.env("BERTH_LOG", "warn")
+                    .env("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD);
                 cmd
             }
             Kind::Registry2 => {
@@ -89,14 +87,59 @@ impl Server {
             kind,
             base: Url::parse(&format!("http://{addr}/"))?,
             addr,
+            data,
             child,
             dir,
         })
     }
 
-    /// Wait until the port accepts connections, read the idle RSS (before any HTTP request),
-    /// then check that `GET /v2/` answers 200.
-    pub async fn wait_ready(&mut self, http: &reqwest::Client) -> Result<f64> {
+    /// Run `berth --data-dir <its dir> <args>` beside the running server; its stdout.
+    pub fn berth_cli(&self, args: &[&str]) -> Result<String> {
+        ensure!(
+            self.kind == Kind::Berth,
+            "{} has no berth CLI",
+            self.kind.label()
+        );
+        let out = berth(&self.data)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run the berth CLI")?;
+        ensure!(
+            out.status.success(),
+            "berth {}: {}: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// Create the robot token ROBOT (everything on every repository); its secret.
+    pub fn create_robot(&self) -> Result<String> {
+        let out = self.berth_cli(&[
+            "token",
+            "create",
+            "--user",
+            "admin",
+            "--name",
+            ROBOT,
+            "--scope",
+            "**:pull,push,delete",
+            "--expires",
+            "never",
+        ])?;
+        let secret = out.trim();
+        ensure!(
+            !secret.is_empty() && !secret.contains(char::is_whitespace),
+            "berth token create printed {out:?}, expected the secret alone"
+        );
+        Ok(secret.to_string())
+    }
+
+    /// Wait until the port accepts connections, then read the idle RSS (before any HTTP
+    /// request).
+    pub async fn wait_ready(&mut self) -> Result<f64> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -118,15 +161,7 @@ impl Server {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let idle = self.memory_mib("VmRSS")?;
-        let resp = http.get(self.base.join("v2/")?).send().await?;
-        ensure!(
-            resp.status() == reqwest::StatusCode::OK,
-            "GET /v2/ on {}: expected 200, got {}",
-            self.kind.label(),
-            resp.status()
-        );
-        Ok(idle)
+        self.memory_mib("VmRSS")
     }
 
     /// A memory figure from /proc/<pid>/status (`VmRSS`, `VmHWM`), in MiB.
@@ -153,6 +188,18 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The berth binary on `data`, configured by its flags only, not by the caller's `BERTH_*`.
+fn berth(data: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.arg("--data-dir").arg(data);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("BERTH_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
 }
 
 fn registry2_config(data: &Path, addr: SocketAddr) -> String {

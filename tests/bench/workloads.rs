@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use futures_util::{StreamExt, TryStreamExt, stream};
-use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, HeaderValue,
+    LOCATION,
+};
 use reqwest::{Body, Client, Response, StatusCode, Url};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
@@ -22,10 +25,29 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// Read size when streaming the big blob from disk.
 const READ_BUF: usize = 256 * 1024;
 
-/// One registry as seen by the client.
+/// One registry as seen by one client: its own connection pool, and the `Authorization`
+/// value (if any) sent on every request.
 pub struct Target {
     pub http: Client,
     pub base: Url,
+}
+
+impl Target {
+    pub fn new(base: Url, authorization: Option<&str>, conns: usize) -> Result<Target> {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = authorization {
+            let mut value = HeaderValue::from_str(value)?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        let http = Client::builder()
+            .default_headers(headers)
+            .pool_max_idle_per_host(2 * conns)
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(600))
+            .build()?;
+        Ok(Target { http, base })
+    }
 }
 
 /// Fail unless the response has the expected status; the error carries the body.
@@ -243,7 +265,7 @@ async fn put_manifest(t: &Target, repo: &str, tag: &str, body: Vec<u8>) -> Resul
 }
 
 /// GET /v2/<name>/manifests/<tag>, checking the body's length and digest header.
-async fn get_manifest(t: &Target, url: Url, digest: &str, len: usize) -> Result<()> {
+pub async fn get_manifest(t: &Target, url: Url, digest: &str, len: usize) -> Result<()> {
     let req = t.http.get(url.clone()).header(ACCEPT, OCI_MANIFEST);
     let resp = expect(req.send().await?, StatusCode::OK, "GET manifest").await?;
     let got = header(&resp, "Docker-Content-Digest").map(str::to_string);
@@ -255,6 +277,9 @@ async fn get_manifest(t: &Target, url: Url, digest: &str, len: usize) -> Result<
     );
     Ok(())
 }
+
+/// The repository of the manifest workloads.
+pub const MANIFEST_REPO: &str = "bench/manifests";
 
 /// Pushed manifests for the read workloads: (URL, digest, length).
 pub type Manifests = Vec<(Url, String, usize)>;
@@ -277,9 +302,21 @@ fn latency(mut samples: Vec<Duration>) -> Latency {
     }
 }
 
-/// `n` sequential manifest PUTs (each a new manifest and tag), then `n` sequential GETs.
-pub async fn manifest_latency(t: &Target, n: usize) -> Result<(Latency, Latency, Manifests)> {
-    let repo = "bench/manifests";
+/// One sequential GET of each manifest; the latency of each.
+pub async fn manifest_get_latency(t: &Target, manifests: &Manifests) -> Result<Latency> {
+    let mut gets = Vec::with_capacity(manifests.len());
+    for (url, digest, len) in manifests {
+        let start = Instant::now();
+        get_manifest(t, url.clone(), digest, *len).await?;
+        gets.push(start.elapsed());
+    }
+    Ok(latency(gets))
+}
+
+/// `n` manifests (with their config and layer) pushed to MANIFEST_REPO, each a new manifest
+/// and tag, one PUT at a time; the latency of the PUTs.
+pub async fn push_manifests(t: &Target, n: usize) -> Result<(Latency, Manifests)> {
+    let repo = MANIFEST_REPO;
     let mut rng = XorShift(0x5eed_0001);
     let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
     let config = (
@@ -298,13 +335,7 @@ pub async fn manifest_latency(t: &Target, n: usize) -> Result<(Latency, Latency,
         put_manifest(t, repo, &format!("v{i}"), body).await?;
         puts.push(start.elapsed());
     }
-    let mut gets = Vec::with_capacity(n);
-    for (url, digest, len) in &pushed {
-        let start = Instant::now();
-        get_manifest(t, url.clone(), digest, *len).await?;
-        gets.push(start.elapsed());
-    }
-    Ok((latency(puts), latency(gets), pushed))
+    Ok((latency(puts), pushed))
 }
 
 /// `conns` tasks GETting the pushed manifests in a loop for `secs` seconds. Requests/s.
