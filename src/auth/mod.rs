@@ -9,6 +9,7 @@
 
 pub mod accounts;
 pub mod bearer;
+mod cache;
 pub mod password;
 pub mod pattern;
 pub mod secret;
@@ -64,19 +65,12 @@ pub enum AuthError {
 }
 
 #[derive(Clone)]
-struct CachedLogin {
-    user_id: i64,
-    password_hash: String,
-    at: i64,
-}
-
-#[derive(Clone)]
 pub struct Auth {
     db: Db,
     clock: Arc<dyn Clock>,
     key: Arc<Vec<u8>>,
     throttle: Arc<throttle::Throttle>,
-    logins: Arc<Mutex<HashMap<String, CachedLogin>>>,
+    cache: Arc<cache::Cache>,
     touched: Arc<Mutex<HashMap<i64, i64>>>,
 }
 
@@ -92,7 +86,7 @@ impl Auth {
             clock,
             key: Arc::new(key),
             throttle: Arc::default(),
-            logins: Arc::default(),
+            cache: Arc::default(),
             touched: Arc::default(),
         })
     }
@@ -113,7 +107,7 @@ impl Auth {
     ) -> Result<Subject, AuthError> {
         match creds {
             Credentials::None => self
-                .load(Holder::Anonymous, None)
+                .state(Holder::Anonymous)
                 .await?
                 .ok_or(AuthError::Unauthorized("no such holder")),
             Credentials::Bearer(t) => {
@@ -127,11 +121,16 @@ impl Auth {
                     .iter()
                     .filter_map(|(n, a)| Some((n.clone(), Actions::parse(a).ok()?)))
                     .collect();
-                self.load(claims.sub, Some(access))
+                let subject = self
+                    .state(claims.sub)
                     .await?
                     .ok_or(AuthError::Unauthorized(
                         "the token's holder is disabled, revoked or expired",
-                    ))
+                    ))?;
+                Ok(Subject {
+                    token_access: Some(access),
+                    ..subject
+                })
             }
             Credentials::Basic { user, password } => self.login(user, password, addr).await,
         }
@@ -175,23 +174,42 @@ impl Auth {
         }
     }
 
-    /// One database read: the token by the hash of its secret, then its holder's state.
+    /// One database read: the epoch, and on a cache miss the token by the hash of its secret
+    /// with its holder's state.
     async fn robot_login(
         &self,
         name: &str,
         secret: &str,
         addr: &str,
     ) -> Result<Option<Subject>, AuthError> {
-        let (hash, name, now) = (secret::sha256_hex(secret), name.to_string(), self.now());
+        let hash = secret::sha256_hex(secret);
+        let key = format!("r:{hash}");
+        let (now, cache) = (self.now(), self.cache.clone());
         let subject = self
             .db
             .read(move |c| -> Result<_, DbError> {
-                match tokens::by_secret(c, &hash)? {
-                    Some(t) if t.name == name => read_subject(c, Holder::Robot(t.id), now),
-                    _ => Ok(None),
+                let epoch = settings::auth_epoch(c)?;
+                if let Some(s) = cache.get(&key, epoch, now, i64::MAX) {
+                    return Ok(Some(s));
                 }
+                let Some(t) = tokens::by_secret(c, &hash)? else {
+                    return Ok(None);
+                };
+                let found = read_subject(c, Holder::Robot(t.id), now)?;
+                if let Some((s, expires_at)) = &found {
+                    let entry = cache::Entry {
+                        subject: s.clone(),
+                        epoch,
+                        expires_at: *expires_at,
+                        at: now,
+                    };
+                    cache.put(key, entry);
+                }
+                Ok(found.map(|(s, _)| s))
             })
             .await?;
+        // The name given must be the token's.
+        let subject = subject.filter(|s| s.name.as_deref() == Some(name));
         if let Some(Holder::Robot(id)) = subject.as_ref().map(|s| &s.holder) {
             self.touch_token(*id, addr).await;
         }
@@ -217,77 +235,110 @@ impl Auth {
         }
     }
 
-    /// One database read for the user and their state; argon2 only when the password is not
-    /// in the cache (or the user's hash changed since).
+    /// One database read: the epoch, and on a cache miss the user and their state; argon2
+    /// only on a miss (a verified password is cached until the auth epoch moves, which a
+    /// password change does, or for `PASSWORD_CACHE_TTL`).
     async fn password_login(
         &self,
         name: &str,
         password: &str,
     ) -> Result<Option<Subject>, AuthError> {
-        let now = self.now();
-        let cache_key = secret::sha256_hex(&format!("{name}\0{password}"));
-        let n = name.to_string();
+        let key = format!("p:{}", secret::sha256_hex(&format!("{name}\0{password}")));
+        let (now, cache, n, k) = (
+            self.now(),
+            self.cache.clone(),
+            name.to_string(),
+            key.clone(),
+        );
         let found = self
             .db
             .read(move |c| -> Result<_, DbError> {
+                let epoch = settings::auth_epoch(c)?;
+                if let Some(s) = cache.get(&k, epoch, now, PASSWORD_CACHE_TTL) {
+                    return Ok(Lookup::Hit(s));
+                }
                 let Some(user) = users::by_name(c, &n)? else {
-                    return Ok(None);
+                    return Ok(Lookup::Unknown);
                 };
-                let subject = read_subject(c, Holder::User(user.id), now)?;
-                Ok(Some((user.id, user.password_hash, subject)))
+                let subject = read_subject(c, Holder::User(user.id), now)?.map(|(s, _)| s);
+                Ok(Lookup::Miss {
+                    user_id: user.id,
+                    hash: user.password_hash,
+                    subject,
+                    epoch,
+                })
             })
             .await?;
-        let Some((user_id, hash, subject)) = found else {
-            // Spend the same time as for a real user, so names cannot be probed by timing.
-            let p = password.to_string();
-            let _ = tokio::task::spawn_blocking(move || password::verify(&p, dummy_hash())).await;
-            return Ok(None);
-        };
-        let cached = self
-            .logins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&cache_key)
-            .cloned();
-        let fresh = cached.is_some_and(|c| {
-            c.user_id == user_id && c.password_hash == hash && now - c.at < PASSWORD_CACHE_TTL
-        });
-        if !fresh {
-            let (p, h) = (password.to_string(), hash.clone());
-            let ok = tokio::task::spawn_blocking(move || password::verify(&p, &h))
-                .await
-                .map_err(|e| AuthError::Internal(e.to_string()))?;
-            if !ok {
+        let (user_id, hash, subject, epoch) = match found {
+            Lookup::Hit(s) => return Ok(Some(s)),
+            Lookup::Miss {
+                user_id,
+                hash,
+                subject,
+                epoch,
+            } => (user_id, hash, subject, epoch),
+            Lookup::Unknown => {
+                // Spend the same time as for a real user, so names cannot be probed by timing.
+                let p = password.to_string();
+                let _ =
+                    tokio::task::spawn_blocking(move || password::verify(&p, dummy_hash())).await;
                 return Ok(None);
             }
-            self.logins
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(
-                    cache_key,
-                    CachedLogin {
-                        user_id,
-                        password_hash: hash,
-                        at: now,
-                    },
-                );
-            self.db
-                .write(move |tx| users::touch_login(tx, user_id, now))
-                .await?;
+        };
+        let p = password.to_string();
+        let ok = tokio::task::spawn_blocking(move || password::verify(&p, &hash))
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        if !ok {
+            return Ok(None);
         }
+        self.db
+            .write(move |tx| users::touch_login(tx, user_id, now))
+            .await?;
         // `None` here: the password is right but the user is disabled.
+        if let Some(s) = &subject {
+            self.cache.put(
+                key,
+                cache::Entry {
+                    subject: s.clone(),
+                    epoch,
+                    expires_at: None,
+                    at: now,
+                },
+            );
+        }
         Ok(subject)
     }
 
-    /// Read the holder's current state; `None` when disabled, revoked, expired or gone.
-    async fn load(
-        &self,
-        holder: Holder,
-        token_access: Option<Vec<(String, Actions)>>,
-    ) -> Result<Option<Subject>, AuthError> {
-        let now = self.now();
-        let subject = self.db.read(move |c| read_subject(c, holder, now)).await?;
-        Ok(subject.map(|s| Subject { token_access, ..s }))
+    /// The holder's current state, from the cache when the auth epoch has not moved.
+    async fn state(&self, holder: Holder) -> Result<Option<Subject>, AuthError> {
+        let key = match &holder {
+            Holder::Anonymous => "a".to_string(),
+            Holder::User(id) => format!("u:{id}"),
+            Holder::Robot(id) => format!("t:{id}"),
+        };
+        let (now, cache) = (self.now(), self.cache.clone());
+        let subject = self
+            .db
+            .read(move |c| -> Result<_, DbError> {
+                let epoch = settings::auth_epoch(c)?;
+                if let Some(s) = cache.get(&key, epoch, now, i64::MAX) {
+                    return Ok(Some(s));
+                }
+                let found = read_subject(c, holder, now)?;
+                if let Some((s, expires_at)) = &found {
+                    let entry = cache::Entry {
+                        subject: s.clone(),
+                        epoch,
+                        expires_at: *expires_at,
+                        at: now,
+                    };
+                    cache.put(key, entry);
+                }
+                Ok(found.map(|(s, _)| s))
+            })
+            .await?;
+        Ok(subject)
     }
 
     /// Sign a bearer token for `subject` covering what it may do of `requested`
@@ -332,16 +383,33 @@ impl Auth {
     }
 }
 
+/// What a password login found in one read.
+enum Lookup {
+    Hit(Subject),
+    Miss {
+        user_id: i64,
+        hash: String,
+        subject: Option<Subject>,
+        epoch: i64,
+    },
+    Unknown,
+}
+
 /// The holder's state at `now`, within a read the caller already holds; `None` when the
 /// holder is disabled, revoked, expired or gone.
-fn read_subject(c: &Conn, holder: Holder, now: i64) -> Result<Option<Subject>, DbError> {
+/// Also returns a robot token's expiry.
+fn read_subject(
+    c: &Conn,
+    holder: Holder,
+    now: i64,
+) -> Result<Option<(Subject, Option<i64>)>, DbError> {
     let anonymous: Vec<Pattern> = users::anonymous_patterns(c)?
         .iter()
         .filter_map(|p| Pattern::parse(p).ok())
         .collect();
     let (user_id, token_name, scopes) = match &holder {
         Holder::Anonymous => {
-            return Ok(Some(Subject {
+            let s = Subject {
                 holder,
                 name: None,
                 admin: false,
@@ -349,7 +417,8 @@ fn read_subject(c: &Conn, holder: Holder, now: i64) -> Result<Option<Subject>, D
                 scopes: None,
                 anonymous,
                 token_access: None,
-            }));
+            };
+            return Ok(Some((s, None)));
         }
         Holder::User(id) => (*id, None, None),
         Holder::Robot(id) => {
@@ -361,7 +430,7 @@ fn read_subject(c: &Conn, holder: Holder, now: i64) -> Result<Option<Subject>, D
             }
             (
                 t.user_id,
-                Some(t.name),
+                Some((t.name, t.expires_at)),
                 Some(parse_rules(tokens::scopes(c, *id)?)),
             )
         }
@@ -377,15 +446,20 @@ fn read_subject(c: &Conn, holder: Holder, now: i64) -> Result<Option<Subject>, D
     } else {
         parse_rules(users::grants(c, user.id)?)
     };
-    Ok(Some(Subject {
+    let (name, expires_at) = match token_name {
+        Some((name, expires_at)) => (name, expires_at),
+        None => (user.name, None),
+    };
+    let s = Subject {
         holder,
-        name: Some(token_name.unwrap_or(user.name)),
+        name: Some(name),
         admin: user.is_admin,
         grants,
         scopes,
         anonymous,
         token_access: None,
-    }))
+    };
+    Ok(Some((s, expires_at)))
 }
 
 /// A valid argon2id hash of a password nobody knows, to verify against for unknown names.

@@ -24,6 +24,10 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("../../migrations/0001_init.sql")),
     ("0002_auth", include_str!("../../migrations/0002_auth.sql")),
+    (
+        "0003_auth_epoch",
+        include_str!("../../migrations/0003_auth_epoch.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

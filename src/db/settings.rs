@@ -25,3 +25,33 @@ pub fn get_or_insert(c: &Connection, key: &str, value: &[u8]) -> Result<Vec<u8>>
         })?,
     )
 }
+
+/// The auth epoch: moves forward with every change to users, grants, tokens, scopes and
+/// anonymous pulls (triggers in the same transaction).
+pub fn auth_epoch(c: &Connection) -> Result<i64> {
+    Ok(c.prepare_cached("SELECT n FROM auth_epoch WHERE id = 1")?
+        .query_row([], |r| r.get(0))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::users;
+
+    #[test]
+    fn auth_changes_move_the_epoch_and_bookkeeping_does_not() {
+        let c = crate::db::tests_support::memory();
+        let e0 = auth_epoch(&c).unwrap();
+        users::insert(&c, "u", "hash", false, 0).unwrap();
+        let e1 = auth_epoch(&c).unwrap();
+        assert!(e1 > e0);
+        users::touch_login(&c, 1, 5).unwrap();
+        assert_eq!(auth_epoch(&c).unwrap(), e1, "last login is bookkeeping");
+        users::set_disabled(&c, 1, true).unwrap();
+        let e2 = auth_epoch(&c).unwrap();
+        assert!(e2 > e1);
+        users::grant(&c, 1, "a/*", "pull").unwrap();
+        users::set_anonymous(&c, "p/**", true).unwrap();
+        assert!(auth_epoch(&c).unwrap() > e2 + 1);
+    }
+}

@@ -1,0 +1,45 @@
+//! Credential states kept between requests. An entry is good while the database's auth epoch
+//! is the one it was read at (every change to users, grants, tokens or anonymous pulls moves
+//! the epoch, in whichever process), and until the token it describes expires.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::Subject;
+
+/// Entries kept at most; beyond, the cache starts over (cheaply refilled).
+const MAX_ENTRIES: usize = 10_000;
+
+#[derive(Clone)]
+pub(super) struct Entry {
+    pub subject: Subject,
+    pub epoch: i64,
+    /// A robot token's expiry.
+    pub expires_at: Option<i64>,
+    /// When the state was read (password entries are re-verified after a while).
+    pub at: i64,
+}
+
+#[derive(Default)]
+pub(super) struct Cache(Mutex<HashMap<String, Entry>>);
+
+impl Cache {
+    /// The cached state of `key`, if read at `epoch`, unexpired at `now` and younger than
+    /// `max_age` seconds.
+    pub fn get(&self, key: &str, epoch: i64, now: i64, max_age: i64) -> Option<Subject> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let e = map.get(key)?;
+        let fresh = e.epoch == epoch
+            && e.expires_at.is_none_or(|x| now < x)
+            && now.saturating_sub(e.at) < max_age;
+        fresh.then(|| e.subject.clone())
+    }
+
+    pub fn put(&self, key: String, entry: Entry) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(key, entry);
+    }
+}
