@@ -42,4 +42,25 @@ impl Cache {
         }
         map.insert(key, entry);
     }
+
+    /// Remember a state just read (with its token expiry) and hand the state back.
+    pub fn keep(
+        &self,
+        key: String,
+        epoch: i64,
+        now: i64,
+        found: Option<(Subject, Option<i64>)>,
+    ) -> Option<Subject> {
+        let (subject, expires_at) = found?;
+        self.put(
+            key,
+            Entry {
+                subject: subject.clone(),
+                epoch,
+                expires_at,
+                at: now,
+            },
+        );
+        Some(subject)
+    }
 }

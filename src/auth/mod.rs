@@ -196,16 +196,7 @@ impl Auth {
                     return Ok(None);
                 };
                 let found = read_subject(c, Holder::Robot(t.id), now)?;
-                if let Some((s, expires_at)) = &found {
-                    let entry = cache::Entry {
-                        subject: s.clone(),
-                        epoch,
-                        expires_at: *expires_at,
-                        at: now,
-                    };
-                    cache.put(key, entry);
-                }
-                Ok(found.map(|(s, _)| s))
+                Ok(cache.keep(key, epoch, now, found))
             })
             .await?;
         // The name given must be the token's.
@@ -326,16 +317,7 @@ impl Auth {
                     return Ok(Some(s));
                 }
                 let found = read_subject(c, holder, now)?;
-                if let Some((s, expires_at)) = &found {
-                    let entry = cache::Entry {
-                        subject: s.clone(),
-                        epoch,
-                        expires_at: *expires_at,
-                        at: now,
-                    };
-                    cache.put(key, entry);
-                }
-                Ok(found.map(|(s, _)| s))
+                Ok(cache.keep(key, epoch, now, found))
             })
             .await?;
         Ok(subject)
