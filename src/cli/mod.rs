@@ -26,7 +26,7 @@ pub struct Cli {
     /// Folder for the database and blobs [config: data_dir, env: BERTH_DATA_DIR; default ./berth-data]
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Address to listen on [config: listen, env: BERTH_LISTEN; default 127.0.0.1:5000]
+    /// Main listener: plain HTTP, or HTTPS when tls.mode is acme or files [config: listen, env: BERTH_LISTEN; default 127.0.0.1:5000, or 0.0.0.0:443 with TLS]
     #[arg(long, global = true, value_name = "ADDR")]
     pub listen: Option<String>,
     #[command(subcommand)]
