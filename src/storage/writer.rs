@@ -6,7 +6,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
-use std::thread::JoinHandle;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -131,28 +130,32 @@ fn write_loop(
             unflushed = 0;
         }
     }
-    if let Some(f) = flusher {
-        f.finish()?;
-    }
+    // The flusher finishes its last fsync on its own: waiting here would stall every chunk
+    // of a chunked upload on the disk. The fsync before the blob is committed
+    // (`Store::commit_upload`) is what makes an acknowledged blob durable.
+    drop(flusher);
     Ok(p)
 }
 
 /// A thread that fsyncs the file while the writer goes on, so writeback overlaps receiving.
+/// Dropping it lets the thread finish its queued fsync and exit.
 struct Flusher {
     tx: SyncSender<()>,
-    thread: JoinHandle<io::Result<()>>,
 }
 
 impl Flusher {
     fn start(file: File) -> Flusher {
         let (tx, rx) = sync_channel::<()>(1);
-        let thread = std::thread::spawn(move || {
+        std::thread::spawn(move || {
             while rx.recv().is_ok() {
-                file.sync_data()?;
+                if let Err(e) = file.sync_data() {
+                    // Not fatal here: the commit's own fsync reports it.
+                    tracing::debug!(error = %e, "background fsync of an upload failed");
+                    return;
+                }
             }
-            Ok(())
         });
-        Flusher { tx, thread }
+        Flusher { tx }
     }
 
     /// Ask for an fsync; if one is already queued, this one is folded into it.
@@ -160,13 +163,6 @@ impl Flusher {
         match self.tx.try_send(()) {
             Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
         }
-    }
-
-    fn finish(self) -> io::Result<()> {
-        drop(self.tx);
-        self.thread
-            .join()
-            .map_err(|_| io::Error::other("flusher thread panicked"))?
     }
 }
 
