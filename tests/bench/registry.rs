@@ -241,6 +241,13 @@ async fn workloads(
     record(lines, kind, format!("streamed push {size} (MiB/s)"), v);
     let v = workloads::pull(t, "bench/monolithic", blob).await?;
     record(lines, kind, format!("blob pull {size} (MiB/s)"), v);
+    let v = workloads::pull_curl(t, "bench/monolithic", blob).await?;
+    record(
+        lines,
+        kind,
+        format!("blob pull {size}, curl client (MiB/s)"),
+        v,
+    );
 
     let (put, manifests) = workloads::push_manifests(t, LATENCY_REQUESTS).await?;
     let get = workloads::manifest_get_latency(t, &manifests).await?;

@@ -30,6 +30,8 @@ const READ_BUF: usize = 256 * 1024;
 pub struct Target {
     pub http: Client,
     pub base: Url,
+    /// The `Authorization` value, for requests made by other clients (curl).
+    authorization: Option<String>,
 }
 
 impl Target {
@@ -46,7 +48,11 @@ impl Target {
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(600))
             .build()?;
-        Ok(Target { http, base })
+        Ok(Target {
+            http,
+            base,
+            authorization: authorization.map(str::to_string),
+        })
     }
 }
 
@@ -219,6 +225,44 @@ pub async fn pull(t: &Target, repo: &str, blob: &BigBlob) -> Result<f64> {
         blob.size
     );
     Ok(mib_per_s(blob.size, took))
+}
+
+/// The same pull with curl, a leaner client than this process's: when the client's own
+/// receive cost is the limit, both servers look alike; curl leaves more of the machine to
+/// the server.
+pub async fn pull_curl(t: &Target, repo: &str, blob: &BigBlob) -> Result<f64> {
+    let url = t.url(&format!("v2/{repo}/blobs/{}", blob.digest))?;
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{size_download} %{time_total}",
+    ]);
+    if let Some(auth) = &t.authorization {
+        cmd.arg("-H").arg(format!("Authorization: {auth}"));
+    }
+    cmd.arg(url.as_str());
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await?
+        .context("run curl")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut parts = text.split_whitespace();
+    let (code, size, secs) = (parts.next(), parts.next(), parts.next());
+    ensure!(
+        code == Some("200"),
+        "curl GET blob: status {code:?} ({text})"
+    );
+    let size: u64 = size.unwrap_or("0").parse()?;
+    ensure!(
+        size == blob.size,
+        "curl GET blob: {size} bytes, expected {}",
+        blob.size
+    );
+    let secs: f64 = secs.unwrap_or("0").parse()?;
+    ensure!(secs > 0.0, "curl GET blob: no timing ({text})");
+    Ok(blob.size as f64 / MIB / secs)
 }
 
 /// Push a small blob the way docker does: HEAD → 404, POST, PATCH (no length), PUT ?digest=.
