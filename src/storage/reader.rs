@@ -16,7 +16,7 @@ use crate::oci::Digest;
 const CHUNK: usize = 1024 * 1024;
 const QUEUE: usize = 3;
 /// Bytes mapped at a time.
-const WINDOW: u64 = 16 * 1024 * 1024;
+const WINDOW: u64 = 4 * 1024 * 1024;
 /// Mapping offsets must be page-aligned (4 KiB pages; a multiple would do as well).
 const PAGE: u64 = 4096;
 
