@@ -71,6 +71,9 @@ pub struct Auth {
     key: Arc<Vec<u8>>,
     throttle: Arc<throttle::Throttle>,
     cache: Arc<cache::Cache>,
+    /// Argon2 runs (each about 19 MiB and tens of milliseconds) at most this many at once, so
+    /// a flood of logins cannot exhaust memory or the blocking pool.
+    argon2: Arc<tokio::sync::Semaphore>,
     touched: Arc<Mutex<HashMap<i64, i64>>>,
 }
 
@@ -87,6 +90,9 @@ impl Auth {
             key: Arc::new(key),
             throttle: Arc::default(),
             cache: Arc::default(),
+            argon2: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            )),
             touched: Arc::default(),
         })
     }
@@ -271,15 +277,18 @@ impl Auth {
             Lookup::Unknown => {
                 // Spend the same time as for a real user, so names cannot be probed by timing.
                 let p = password.to_string();
+                let _permit = self.argon2.acquire().await;
                 let _ =
                     tokio::task::spawn_blocking(move || password::verify(&p, dummy_hash())).await;
                 return Ok(None);
             }
         };
         let p = password.to_string();
+        let permit = self.argon2.acquire().await;
         let ok = tokio::task::spawn_blocking(move || password::verify(&p, &hash))
             .await
             .map_err(|e| AuthError::Internal(e.to_string()))?;
+        drop(permit);
         if !ok {
             return Ok(None);
         }

@@ -1,13 +1,18 @@
 //! Failed-login throttling per (client address, account name): after a few failures each
 //! new failure doubles a lockout, up to a ceiling. A success clears the record. Keyed by both
 //! so that an attacker guessing one account from one address locks out only that pair: the
-//! owner, from elsewhere, still gets in.
+//! owner, from elsewhere, still gets in. An address that fails with many different names
+//! (spraying, or random names to dodge the per-pair count) is locked out as a whole after a
+//! larger allowance. Records are forgotten after a quiet period.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Failures allowed before any lockout.
+/// Failures allowed before any lockout, per (address, name) and per address.
 const FREE_FAILURES: u32 = 5;
+const FREE_FAILURES_PER_ADDRESS: u32 = 30;
+/// The account-name slot of per-address records (no account is named this).
+const ANY: &str = "\0any";
 /// Longest lockout, seconds.
 const MAX_LOCK_SECS: i64 = 15 * 60;
 /// Entries kept at most; the oldest are dropped beyond (a flood of random names).
@@ -24,12 +29,15 @@ struct Record {
 }
 
 impl Throttle {
-    /// `Some(seconds)` to wait when the pair is locked out at `now`.
+    /// `Some(seconds)` to wait when the pair, or the address as a whole, is locked out.
     pub fn locked(&self, addr: &str, name: &str, now: i64) -> Option<i64> {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&(addr.to_string(), name.to_string()))
+        [name, ANY]
+            .iter()
+            .filter_map(|n| map.get(&(addr.to_string(), n.to_string())))
             .filter(|r| r.locked_until > now)
             .map(|r| r.locked_until - now)
+            .max()
     }
 
     pub fn failure(&self, addr: &str, name: &str, now: i64) {
@@ -37,22 +45,32 @@ impl Throttle {
         if map.len() >= MAX_ENTRIES {
             let cutoff = now - MAX_LOCK_SECS;
             map.retain(|_, r| r.last > cutoff);
+            if map.len() >= MAX_ENTRIES {
+                // A flood of recent distinct names: start over rather than scan each time.
+                map.clear();
+            }
         }
-        let r = map
-            .entry((addr.to_string(), name.to_string()))
-            .or_insert(Record {
-                failures: 0,
-                locked_until: 0,
-                last: now,
-            });
-        r.failures += 1;
-        r.last = now;
-        if r.failures >= FREE_FAILURES {
-            let exp = (r.failures - FREE_FAILURES).min(20);
-            r.locked_until = now + (1i64 << exp).min(MAX_LOCK_SECS);
+        for (key, free) in [(name, FREE_FAILURES), (ANY, FREE_FAILURES_PER_ADDRESS)] {
+            let r = map
+                .entry((addr.to_string(), key.to_string()))
+                .or_insert(Record {
+                    failures: 0,
+                    locked_until: 0,
+                    last: now,
+                });
+            if now - r.last > MAX_LOCK_SECS {
+                r.failures = 0;
+            }
+            r.failures += 1;
+            r.last = now;
+            if r.failures >= free {
+                let exp = (r.failures - free).min(20);
+                r.locked_until = now + (1i64 << exp).min(MAX_LOCK_SECS);
+            }
         }
     }
 
+    /// A success clears the pair (the address record decays on its own).
     pub fn success(&self, addr: &str, name: &str) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(&(addr.to_string(), name.to_string()));
@@ -81,6 +99,25 @@ mod tests {
         }
         assert_eq!(t.locked("1.1.1.1", "bob", 200), Some(MAX_LOCK_SECS));
         t.success("1.1.1.1", "bob");
-        assert_eq!(t.locked("1.1.1.1", "bob", 200), None);
+        // The pair is clear; the address, after 46 failures, is still locked as a whole.
+        assert!(t.locked("1.1.1.1", "bob", 200).is_some());
+        assert_eq!(t.locked("1.1.1.1", "bob", 200 + MAX_LOCK_SECS + 1), None);
+    }
+
+    #[test]
+    fn random_names_lock_out_the_address() {
+        let t = Throttle::default();
+        for i in 0..FREE_FAILURES_PER_ADDRESS {
+            t.failure("9.9.9.9", &format!("name{i}"), 100);
+        }
+        assert!(t.locked("9.9.9.9", "anyone", 100).is_some());
+        assert_eq!(t.locked("8.8.8.8", "anyone", 100), None);
+        // Old failures are forgotten after a quiet period.
+        let t = Throttle::default();
+        for _ in 0..4 {
+            t.failure("1.1.1.1", "bob", 0);
+        }
+        t.failure("1.1.1.1", "bob", 10_000);
+        assert_eq!(t.locked("1.1.1.1", "bob", 10_000), None);
     }
 }

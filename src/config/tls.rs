@@ -183,7 +183,10 @@ impl Proxies {
                         format!("external_url: {u:?} must start with https:// or http://")
                     })?;
                 let host = rest.trim_end_matches('/');
-                if host.is_empty() || host.contains(['/', '?', '#', '@', ' ', '"']) {
+                let plain = host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+                if host.is_empty() || !plain {
                     return Err(format!(
                         "external_url: {u:?} must be scheme://host[:port], without a path"
                     ));
@@ -256,7 +259,14 @@ mod tests {
         assert!(p.trusts("::1".parse().unwrap()));
         assert!(!p.trusts("11.0.0.1".parse().unwrap()));
         assert!(!p.trusts("127.0.0.2".parse().unwrap()));
-        for bad in ["ftp://x", "https://", "https://a/b", "x"] {
+        for bad in [
+            "ftp://x",
+            "https://",
+            "https://a/b",
+            "x",
+            "https://a\tb",
+            "https://é.example",
+        ] {
             assert!(Proxies::parse(Some(bad), &[]).is_err(), "{bad}");
         }
         for bad in ["1.2.3", "10.0.0.0/33", "a/8"] {

@@ -72,8 +72,13 @@ impl Registry {
         self.store.upload_len(id).await?.ok_or(Error::UploadUnknown)
     }
 
-    /// Append a chunk. With `range`, it must start where the upload stands (else 416).
+    /// Append a chunk. With `range`, it must start where the upload stands (else 416) and
+    /// the body must be exactly as long as it says (else 400, and nothing is kept).
     /// Returns the upload's new length.
+    ///
+    /// The work runs in its own task holding the session's lock: if the client goes away
+    /// mid-body, the writer still finishes and records what reached the file before another
+    /// request may touch the session.
     pub async fn append_upload<S, E>(
         &self,
         repo: &RepoName,
@@ -82,22 +87,41 @@ impl Registry {
         body: S,
     ) -> Result<u64>
     where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let (guard, _) = self.lock_session(repo, id).await?;
+        let (this, id) = (self.clone(), id.clone());
+        detached(async move { this.append_locked(guard, &id, range, body).await }).await
+    }
+
+    async fn append_locked<S, E>(
+        &self,
+        mut guard: Guard,
+        id: &UploadId,
+        range: Option<ChunkRange>,
+        body: S,
+    ) -> Result<u64>
+    where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
     {
-        let (mut guard, _) = self.lock_session(repo, id).await?;
         let progress = match guard.take() {
             Some(p) => p,
             None => self.rehash(id, Algorithm::Sha256).await?,
         };
-        if let Some((start, end)) = range {
-            if start != progress.len || end < start {
-                let len = progress.len;
-                *guard = Some(progress);
-                return Err(Error::UploadRange { len });
-            }
-        }
-        let before = progress.len;
+        let declared = match range {
+            None => None,
+            Some((start, end)) => match end.checked_sub(start).and_then(|n| n.checked_add(1)) {
+                Some(n) if start == progress.len => Some(n),
+                _ => {
+                    let len = progress.len;
+                    *guard = Some(progress);
+                    return Err(Error::UploadRange { len });
+                }
+            },
+        };
+        let before = progress.clone();
         let (after, result) = self.store.append(id, progress, body).await;
         let len = after.as_ref().map(|p| p.len);
         *guard = after;
@@ -106,13 +130,15 @@ impl Registry {
             Err(AppendError::Body(e)) => return Err(Error::UploadInvalid(e)),
             Err(AppendError::Io(e)) => return Err(e.into()),
         }
-        let len = len.unwrap_or(before);
-        if let Some((start, end)) = range {
-            if len - start != end - start + 1 {
+        let len = len.unwrap_or(before.len);
+        if let Some(declared) = declared {
+            let got = len - before.len;
+            if got != declared {
+                // Take the chunk back, so that the client can send it again.
+                self.store.truncate_upload(id, before.len).await?;
+                *guard = Some(before);
                 return Err(Error::UploadInvalid(format!(
-                    "Content-Range declared {} bytes, the body had {}",
-                    end - start + 1,
-                    len - start
+                    "Content-Range declared {declared} bytes, the body had {got}"
                 )));
             }
         }
@@ -120,7 +146,8 @@ impl Registry {
     }
 
     /// Finish an upload: append an optional last chunk, verify the digest, store the blob
-    /// durably and link it into the repository. Returns the blob's size.
+    /// durably and link it into the repository. Returns the blob's size. Like
+    /// `append_upload`, it runs to completion in its own task once started.
     pub async fn finish_upload<S, E>(
         &self,
         repo: &RepoName,
@@ -129,10 +156,26 @@ impl Registry {
         body: Option<S>,
     ) -> Result<u64>
     where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let (guard, repo_id) = self.lock_session(repo, id).await?;
+        let (this, id, digest) = (self.clone(), id.clone(), digest.clone());
+        detached(async move { this.finish_locked(guard, repo_id, &id, &digest, body).await }).await
+    }
+
+    async fn finish_locked<S, E>(
+        &self,
+        mut guard: Guard,
+        repo_id: i64,
+        id: &UploadId,
+        digest: &Digest,
+        body: Option<S>,
+    ) -> Result<u64>
+    where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
     {
-        let (mut guard, repo_id) = self.lock_session(repo, id).await?;
         let mut progress = match guard.take() {
             Some(p) => p,
             None => self.rehash(id, digest.algorithm()).await?,
@@ -158,6 +201,14 @@ impl Registry {
             )));
         }
         let size = progress.len;
+        // The state in memory must describe the file exactly before it becomes a blob.
+        if self.store.upload_len(id).await? != Some(size) {
+            tracing::error!(upload = %id, "upload file and its hash state disagree; rehashing");
+            *guard = None;
+            return Err(Error::UploadInvalid(
+                "upload state was out of date; retry the request".into(),
+            ));
+        }
         self.store.commit_upload(id, digest).await?;
         let (d, i, now) = (digest.to_string(), id.to_string(), self.now());
         self.db
@@ -184,4 +235,14 @@ impl Registry {
         self.sessions.forget(id);
         Ok(())
     }
+}
+
+/// Run `fut` in its own task and wait for it: dropping the caller (a client that went away)
+/// does not stop it halfway.
+async fn detached<T: Send + 'static>(
+    fut: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(fut)
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
 }

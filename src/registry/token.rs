@@ -41,8 +41,15 @@ fn scopes<'a>(values: impl Iterator<Item = &'a str>) -> Vec<(String, Actions)> {
 pub async fn get(State(app): State<AppState>, req: Request) -> Response {
     let query = Query::parse(req.uri().query());
     let creds = match credentials(req.headers()) {
+        // A bearer token is not a credential for another token: that would let a narrow,
+        // short-lived token be traded for a wide one, again and again.
+        Ok(Credentials::Bearer(_)) => {
+            return basic_challenge(
+                "a bearer token cannot obtain another token; send Basic credentials",
+            );
+        }
         Ok(c) => c,
-        Err(why) => return error_body(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", why),
+        Err(why) => return basic_challenge(why),
     };
     let requested = scopes(query.all("scope"));
     issue(&app, &creds, &app.origin(&req), &requested, false).await
@@ -69,6 +76,15 @@ pub async fn post(State(app): State<AppState>, req: Request) -> Response {
     };
     let requested = scopes(form.all("scope"));
     issue(&app, &creds, &origin, &requested, true).await
+}
+
+fn basic_challenge(message: &str) -> Response {
+    let mut r = error_body(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message);
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        "Basic realm=\"berth\"".parse().expect("static"),
+    );
+    r
 }
 
 fn oauth_error(status: StatusCode, code: &str) -> Response {

@@ -87,6 +87,19 @@ impl Store {
             .map_err(io::Error::other)?
     }
 
+    /// Cut an upload file back to `len` bytes (a chunk that was refused).
+    pub async fn truncate_upload(&self, id: &UploadId, len: u64) -> io::Result<()> {
+        let path = self.upload_path(id);
+        tokio::task::spawn_blocking(move || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)?
+                .set_len(len)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
     /// Forget an upload session's bytes.
     pub async fn delete_upload(&self, id: &UploadId) -> io::Result<()> {
         match tokio::fs::remove_file(self.upload_path(id)).await {
@@ -116,25 +129,24 @@ impl Store {
 }
 
 fn commit(from: &Path, to: &Path, sync: Sync) -> io::Result<()> {
-    if to.exists() {
-        return fs::remove_file(from);
-    }
     let dir = to.parent().expect("blob paths have a parent");
-    if !dir.exists() {
+    let alg_dir = dir.parent().expect("shard folders have a parent");
+    if to.exists() {
+        fs::remove_file(from)?;
+    } else {
         fs::create_dir_all(dir)?;
         if sync == Sync::Always {
-            // The new shard folder's entry, and the algorithm folder's if it is new too.
-            let alg_dir = dir.parent().expect("shard has a parent");
-            sync_dir(alg_dir)?;
-            sync_dir(alg_dir.parent().expect("algorithm folder has a parent"))?;
+            File::open(from)?.sync_data()?;
         }
+        fs::rename(from, to)?;
     }
     if sync == Sync::Always {
-        File::open(from)?.sync_data()?;
-    }
-    fs::rename(from, to)?;
-    if sync == Sync::Always {
+        // Also when the blob (or its folder) was just made by a concurrent upload of the
+        // same bytes: the acknowledgement must not run ahead of that upload's fsyncs. On
+        // folders with nothing new these cost next to nothing.
         sync_dir(dir)?;
+        sync_dir(alg_dir)?;
+        sync_dir(alg_dir.parent().expect("the algorithm folder has a parent"))?;
     }
     Ok(())
 }

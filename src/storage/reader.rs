@@ -38,9 +38,21 @@ impl Store {
     /// missing file is an error here, not a broken body later.
     pub async fn read_blob(&self, d: &Digest, start: u64, len: u64) -> io::Result<BlobStream> {
         let path = self.blob_path(d);
-        let file = tokio::task::spawn_blocking(move || File::open(path))
-            .await
-            .map_err(io::Error::other)??;
+        let file = tokio::task::spawn_blocking(move || -> io::Result<File> {
+            let file = File::open(&path)?;
+            // Mapping past the end of a file would kill the process (SIGBUS) on first touch:
+            // a file shorter than the database says is corruption, reported as an error.
+            let actual = file.metadata()?.len();
+            if actual < start.saturating_add(len) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} has {actual} bytes, fewer than recorded", path.display()),
+                ));
+            }
+            Ok(file)
+        })
+        .await
+        .map_err(io::Error::other)??;
         let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
         tokio::task::spawn_blocking(move || {
             let end = start + len;

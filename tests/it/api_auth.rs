@@ -393,6 +393,18 @@ async fn token_flow_get_and_oauth_post() {
         .await;
     r.assert(401);
     assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"berth\""));
+    // A bearer token cannot be traded for another (wider or fresher) one.
+    let narrow = token(&app, &alice, "repository:flow/app:pull").await;
+    let r = app
+        .call(
+            "GET",
+            "/token?scope=repository:flow/app:pull,push",
+            &[("authorization", &narrow)],
+            "",
+        )
+        .await;
+    r.assert_error(401, "UNAUTHORIZED");
+    assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"berth\""));
     // A forged token is refused.
     let forged = format!("{}x", bearer);
     challenged(

@@ -137,3 +137,22 @@ async fn traversal_forms_never_reach_the_filesystem() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_truncated_blob_file_is_an_error_not_a_crash() {
+    let app = TestApp::new();
+    let data = vec![9u8; 100_000];
+    let d = app.push_blob("cut", &data).await;
+    let file = walk(&app.dir.path().join("blobs")).pop().unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(10)
+        .unwrap();
+    app.get(&format!("/v2/cut/blobs/{d}"))
+        .await
+        .assert_error(500, "UNKNOWN");
+    // The process (this test) is alive and other requests still work.
+    app.get("/v2/").await.assert(200);
+}

@@ -326,3 +326,84 @@ async fn concurrent_finishes_of_one_session() {
         300_000
     );
 }
+
+#[tokio::test]
+async fn a_chunk_shorter_or_longer_than_its_range_is_not_kept() {
+    let app = TestApp::new();
+    let loc = app.start_upload("short").await;
+    // A range whose length does not fit in 64 bits is refused up front, without a panic.
+    app.call(
+        "PATCH",
+        &loc,
+        &[("content-range", "0-18446744073709551615")],
+        "abc",
+    )
+    .await
+    .assert_error(416, "BLOB_UPLOAD_INVALID");
+    for (range, body) in [("0-9", "abc"), ("0-1", "abc")] {
+        app.call("PATCH", &loc, &[("content-range", range)], body)
+            .await
+            .assert_error(400, "BLOB_UPLOAD_INVALID");
+        let r = app.get(&loc).await;
+        assert_eq!(r.header("range"), Some("0-0"), "nothing kept after {range}");
+    }
+    // The same chunk with the right range goes in, as if nothing had happened.
+    app.call("PATCH", &loc, &[("content-range", "0-2")], "abc")
+        .await
+        .assert(202);
+    let d = digest_of(b"abc");
+    app.call("PUT", &format!("{loc}?digest={d}"), &[], "")
+        .await
+        .assert(201);
+    assert_eq!(
+        app.get(&format!("/v2/short/blobs/{d}")).await.body.as_ref(),
+        b"abc"
+    );
+}
+
+#[tokio::test]
+async fn a_request_dropped_mid_body_leaves_a_consistent_session() {
+    let app = TestApp::new();
+    let loc = app.start_upload("dropped").await;
+    let chunk = vec![5u8; 64 * 1024];
+    let c = chunk.clone();
+    let slow = futures_util::stream::unfold(0u32, move |i| {
+        let c = c.clone();
+        async move {
+            if i == 20 {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            Some((Ok::<_, std::io::Error>(Bytes::from(c)), i + 1))
+        }
+    });
+    // The client gives up while the body is still arriving...
+    let patch = app.call("PATCH", &loc, &[], Body::from_stream(slow));
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(100), patch)
+            .await
+            .is_err()
+    );
+    // ...and the next request on the session waits for the writer, then sees exactly what
+    // the file holds; the upload finishes with the right digest.
+    let r = app.get(&loc).await;
+    r.assert(204);
+    let all: Vec<u8> = chunk
+        .iter()
+        .copied()
+        .cycle()
+        .take(20 * chunk.len())
+        .collect();
+    assert_eq!(
+        r.header("range"),
+        Some(format!("0-{}", all.len() - 1).as_str())
+    );
+    let d = digest_of(&all);
+    app.call("PUT", &format!("{loc}?digest={d}"), &[], "")
+        .await
+        .assert(201);
+    assert_eq!(
+        app.get(&format!("/v2/dropped/blobs/{d}")).await.body.len(),
+        all.len()
+    );
+}
