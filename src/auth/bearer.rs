@@ -25,6 +25,9 @@ pub enum Holder {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: Holder,
+    /// Issued at, seconds since the epoch: a holder created later (a reused row id) is not
+    /// the one the token was issued to.
+    pub iat: i64,
     /// Expiry, seconds since the epoch.
     pub exp: i64,
     /// Granted access: repository name (or `*` for the catalog) and actions (`pull,push`).
@@ -58,6 +61,7 @@ mod tests {
     fn roundtrip_and_tamper() {
         let c = Claims {
             sub: Holder::Robot(4),
+            iat: 1,
             exp: 99,
             acc: vec![("a/b".into(), "pull".into())],
         };

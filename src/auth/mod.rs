@@ -130,6 +130,8 @@ impl Auth {
                 let subject = self
                     .state(claims.sub)
                     .await?
+                    // Created after the token: a new holder reusing a deleted one's id.
+                    .filter(|s| s.since <= claims.iat)
                     .ok_or(AuthError::Unauthorized(
                         "the token's holder is disabled, revoked or expired",
                     ))?;
@@ -346,6 +348,7 @@ impl Auth {
             .collect();
         let claims = bearer::Claims {
             sub: subject.holder.clone(),
+            iat: self.now(),
             exp: self.now() + TOKEN_TTL,
             acc: granted
                 .iter()
@@ -402,6 +405,7 @@ fn read_subject(
         Holder::Anonymous => {
             let s = Subject {
                 holder,
+                since: 0,
                 name: None,
                 admin: false,
                 grants: Vec::new(),
@@ -421,7 +425,7 @@ fn read_subject(
             }
             (
                 t.user_id,
-                Some((t.name, t.expires_at)),
+                Some((t.name, t.expires_at, t.created_at)),
                 Some(parse_rules(tokens::scopes(c, *id)?)),
             )
         }
@@ -437,12 +441,13 @@ fn read_subject(
     } else {
         parse_rules(users::grants(c, user.id)?)
     };
-    let (name, expires_at) = match token_name {
-        Some((name, expires_at)) => (name, expires_at),
-        None => (user.name, None),
+    let (name, expires_at, since) = match token_name {
+        Some((name, expires_at, created)) => (name, expires_at, created),
+        None => (user.name, None, user.created_at),
     };
     let s = Subject {
         holder,
+        since,
         name: Some(name),
         admin: user.is_admin,
         grants,

@@ -8,6 +8,8 @@ use super::pattern::{Action, Actions, Pattern};
 #[derive(Debug, Clone)]
 pub struct Subject {
     pub holder: Holder,
+    /// When the holder (user or robot token) was created.
+    pub since: i64,
     /// User or token name, for the audit trail (`None` when anonymous).
     pub name: Option<String>,
     pub(super) admin: bool,
@@ -93,6 +95,7 @@ mod tests {
     ) -> Subject {
         Subject {
             holder,
+            since: 0,
             name: None,
             admin,
             grants: rules(grants),

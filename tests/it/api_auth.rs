@@ -568,3 +568,20 @@ async fn token_changes_and_deletes_are_audited() {
     // Nothing secret is recorded.
     let _ = digest_of(b"");
 }
+
+#[tokio::test]
+async fn a_bearer_token_does_not_pass_to_a_new_user_with_a_reused_id() {
+    let app = TestApp::new();
+    app.push_image("reuse/app", "v1", OCI_MANIFEST, 10).await;
+    let old = app.user("leaver", &[("reuse/*", "pull")]);
+    let bearer = token(&app, &old, "repository:reuse/app:pull").await;
+    let h = [("authorization", bearer.as_str())];
+    app.call("GET", "/v2/reuse/app/manifests/v1", &h, "")
+        .await
+        .assert(200);
+    accounts::remove_user(app.state.auth.db(), app.clock.now(), &CLI, "leaver").unwrap();
+    app.clock.advance(1);
+    // The new user gets the deleted one's row id (SQLite reuses the highest rowid).
+    app.user("newcomer", &[("reuse/*", "pull")]);
+    challenged(&app.call("GET", "/v2/reuse/app/manifests/v1", &h, "").await);
+}
