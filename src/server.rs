@@ -62,9 +62,6 @@ pub async fn run(
     if mode != TlsMode::Off && state.config.tls.hsts {
         app = app.layer(axum::middleware::from_fn(crate::http::hsts));
     }
-    let make = app
-        .clone()
-        .into_make_service_with_connect_info::<SocketAddr>();
     let https_port = listeners.main.local_addr()?.port();
     let mut http01 = None;
     match mode {
@@ -88,7 +85,9 @@ pub async fn run(
             tokio::spawn(tls::watch_files(config.clone(), cert, key, stop_rx.clone()));
             let server =
                 axum_server::from_tcp_rustls(listeners.main, config)?.handle(handle.clone());
-            tasks.push(tokio::spawn(server.serve(make)));
+            tasks.push(tokio::spawn(
+                server.serve(app.into_make_service_with_connect_info::<SocketAddr>()),
+            ));
         }
         TlsMode::Acme => {
             let acme = tls::acme::start(&state.config.tls, &state.config.data_dir, stop_rx.clone())
@@ -97,7 +96,9 @@ pub async fn run(
             let server = axum_server::from_tcp(listeners.main)?
                 .acceptor(acme.acceptor)
                 .handle(handle.clone());
-            tasks.push(tokio::spawn(server.serve(make)));
+            tasks.push(tokio::spawn(
+                server.serve(app.into_make_service_with_connect_info::<SocketAddr>()),
+            ));
         }
     }
     if let Some(http) = listeners.http {

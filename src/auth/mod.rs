@@ -191,21 +191,14 @@ impl Auth {
         addr: &str,
     ) -> Result<Option<Subject>, AuthError> {
         let hash = secret::sha256_hex(secret);
-        let key = format!("r:{hash}");
-        let (now, cache) = (self.now(), self.cache.clone());
         let subject = self
-            .db
-            .read(move |c| -> Result<_, DbError> {
-                let epoch = settings::auth_epoch(c)?;
-                if let Some(s) = cache.get(&key, epoch, now, i64::MAX) {
-                    return Ok(Some(s));
-                }
-                let Some(t) = tokens::by_secret(c, &hash)? else {
-                    return Ok(None);
-                };
-                let found = read_subject(c, Holder::Robot(t.id), now)?;
-                Ok(cache.keep(key, epoch, now, found))
-            })
+            .cached(
+                format!("r:{hash}"),
+                move |c, now| match tokens::by_secret(c, &hash)? {
+                    Some(t) => read_subject(c, Holder::Robot(t.id), now),
+                    None => Ok(None),
+                },
+            )
             .await?;
         // The name given must be the token's.
         let subject = subject.filter(|s| s.name.as_deref() == Some(name));
@@ -319,6 +312,16 @@ impl Auth {
             Holder::User(id) => format!("u:{id}"),
             Holder::Robot(id) => format!("t:{id}"),
         };
+        self.cached(key, move |c, now| read_subject(c, holder, now))
+            .await
+    }
+
+    /// One database read: the auth epoch, and only when the cached state of `key` is from an
+    /// older epoch (or missing), `miss` to read it afresh, which is then cached.
+    async fn cached<F>(&self, key: String, miss: F) -> Result<Option<Subject>, AuthError>
+    where
+        F: FnOnce(&Conn, i64) -> Result<Option<(Subject, Option<i64>)>, DbError> + Send + 'static,
+    {
         let (now, cache) = (self.now(), self.cache.clone());
         let subject = self
             .db
@@ -327,7 +330,7 @@ impl Auth {
                 if let Some(s) = cache.get(&key, epoch, now, i64::MAX) {
                     return Ok(Some(s));
                 }
-                let found = read_subject(c, holder, now)?;
+                let found = miss(c, now)?;
                 Ok(cache.keep(key, epoch, now, found))
             })
             .await?;

@@ -56,13 +56,9 @@ pub async fn redirect_to_https(
         Some(i) if !host[i..].contains(']') => &host[..i],
         _ => host,
     };
-    let ok = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b));
-    if !ok {
+    let Some(name) = origin::clean_host(name) else {
         return (StatusCode::BAD_REQUEST, "a Host header is required\n").into_response();
-    }
+    };
     let port = if https_port == 443 {
         String::new()
     } else {

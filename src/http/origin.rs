@@ -28,7 +28,7 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Host header values are echoed into URLs: only plain host[:port] characters pass.
-fn clean_host(h: &str) -> Option<&str> {
+pub(crate) fn clean_host(h: &str) -> Option<&str> {
     (!h.is_empty()
         && h.len() <= 255
         && h.bytes()

@@ -118,14 +118,6 @@ impl Store {
             .await
             .map_err(io::Error::other)?
     }
-
-    /// Remove a blob file (garbage collection, after the database stopped referencing it).
-    pub async fn remove_blob(&self, d: &Digest) -> io::Result<()> {
-        match tokio::fs::remove_file(self.blob_path(d)).await {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
-    }
 }
 
 fn commit(from: &Path, to: &Path, sync: Sync) -> io::Result<()> {
