@@ -2,16 +2,12 @@
 //! (no `Content-Length`, as `docker push` sends) and pulled back through the real binary. The
 //! test never holds the blob either: it is generated, hashed and checked on the fly.
 
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use berth::oci::{Algorithm, Hasher};
-use futures_util::StreamExt;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RANGE};
+use reqwest::header::{CONTENT_LENGTH, LOCATION};
 
 use crate::common::Server;
-use crate::common::net::{absolute, client, fetch_hashed, with_query};
-use crate::common::prng;
+use crate::common::net::{absolute, client, fetch_hashed, patch_streamed, with_query};
 
 const SIZE: u64 = 2 << 30;
 const LIMIT_KIB: u64 = 100 * 1024;
@@ -32,27 +28,8 @@ async fn two_gib_blob_streams_through_bounded_memory() {
     assert_eq!(r.status().as_u16(), 202);
     let loc = absolute(&base, r.headers()[LOCATION].to_str().unwrap());
 
-    let hasher = Arc::new(Mutex::new(Hasher::new(Algorithm::Sha256)));
-    let h = hasher.clone();
-    let body = futures_util::stream::iter(prng::Stream::new(2024, SIZE, 1 << 20)).map(move |b| {
-        h.lock().unwrap().update(&b);
-        Ok::<_, std::io::Error>(b)
-    });
-    let r = client
-        .patch(&loc)
-        .header(CONTENT_TYPE, "application/octet-stream")
-        .body(reqwest::Body::wrap_stream(body))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202, "{}", r.text().await.unwrap());
-    assert_eq!(
-        r.headers()[RANGE].to_str().unwrap(),
-        format!("0-{}", SIZE - 1)
-    );
+    let (r, digest) = patch_streamed(&client, &loc, 2024, SIZE).await;
     let loc = absolute(&base, r.headers()[LOCATION].to_str().unwrap());
-    // The server has every byte (Range above), so the stream has hashed every byte.
-    let digest = hasher.lock().unwrap().clone().finish();
     let r = client
         .put(with_query(&loc, "digest", &digest.to_string()))
         .send()

@@ -5,16 +5,13 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth::oci::{Algorithm, Hasher};
-use futures_util::StreamExt;
-use reqwest::header::{CONTENT_LENGTH, LOCATION, RANGE, WWW_AUTHENTICATE};
+use reqwest::header::{CONTENT_LENGTH, LOCATION, WWW_AUTHENTICATE};
 
-use crate::common::net::{client, with_query};
+use crate::common::net::{client, patch_streamed, with_query};
 use crate::common::server::free_port;
-use crate::common::{Server, TestApp, prng, require_tool};
+use crate::common::{Server, TestApp, require_tool};
 
 const EXTERNAL: &str = "registry.test";
 
@@ -132,30 +129,8 @@ async fn behind_nginx_with_trusted_forwarded_headers() {
 
     // A 600 MB body streamed with chunked encoding, no Content-Length.
     const SIZE: u64 = 600 * 1024 * 1024;
-    let hasher = Arc::new(Mutex::new(Hasher::new(Algorithm::Sha256)));
-    let h = hasher.clone();
-    let body = futures_util::stream::iter(prng::Stream::new(600, SIZE, 1 << 20)).map(move |b| {
-        h.lock().unwrap().update(&b);
-        Ok::<_, std::io::Error>(b)
-    });
     let started = Instant::now();
-    let r = http
-        .patch(format!("{base}{path}"))
-        .body(reqwest::Body::wrap_stream(body))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.status().as_u16(),
-        202,
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
-    assert_eq!(
-        r.headers()[RANGE].to_str().unwrap(),
-        format!("0-{}", SIZE - 1)
-    );
-    let digest = hasher.lock().unwrap().clone().finish();
+    let (_, digest) = patch_streamed(&http, &format!("{base}{path}"), 600, SIZE).await;
     let r = http
         .put(with_query(
             &format!("{base}{path}"),

@@ -95,3 +95,38 @@ pub fn error_code(body: &[u8]) -> String {
         .and_then(|v| v["errors"][0]["code"].as_str().map(str::to_string))
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
 }
+
+/// PATCH `url` with `size` bytes of the PRNG stream `seed`, with chunked encoding and no
+/// Content-Length (as `docker push` sends), hashed on the fly so nothing is held. Checks the
+/// 202 and that the server's `Range` covers every byte; returns the response and the digest
+/// of what was sent.
+pub async fn patch_streamed(
+    client: &reqwest::Client,
+    url: &str,
+    seed: u64,
+    size: u64,
+) -> (reqwest::Response, Digest) {
+    use std::sync::{Arc, Mutex};
+    let hasher = Arc::new(Mutex::new(Hasher::new(Algorithm::Sha256)));
+    let h = hasher.clone();
+    let body =
+        futures_util::stream::iter(super::prng::Stream::new(seed, size, 1 << 20)).map(move |b| {
+            h.lock().unwrap().update(&b);
+            Ok::<_, std::io::Error>(b)
+        });
+    let r = client
+        .patch(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202, "PATCH {url}");
+    assert_eq!(
+        r.headers()[reqwest::header::RANGE].to_str().unwrap(),
+        format!("0-{}", size - 1)
+    );
+    // The server has every byte (the Range above), so the stream has hashed every byte.
+    let digest = hasher.lock().unwrap().clone().finish();
+    (r, digest)
+}
