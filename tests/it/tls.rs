@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::cmd::run;
-use crate::common::pebble::Pebble;
+use crate::common::pebble::{Pebble, openssl};
 use crate::common::server::free_port;
 use crate::common::{ADMIN_PASSWORD, Server, require_tool};
 
@@ -318,8 +318,14 @@ fn acme_renews_short_lived_certificates_without_restart() {
 }
 
 fn self_signed(dir: &Path, name: &str, days: &str) {
-    let out = Command::new(require_tool("openssl"))
-        .args([
+    let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+    let (subj, san) = (
+        format!("/CN={DOMAIN}"),
+        format!("subjectAltName=DNS:{DOMAIN}"),
+    );
+    openssl(
+        dir,
+        &[
             "req",
             "-x509",
             "-newkey",
@@ -328,24 +334,16 @@ fn self_signed(dir: &Path, name: &str, days: &str) {
             "ec_paramgen_curve:P-256",
             "-nodes",
             "-keyout",
-        ])
-        .arg(dir.join(format!("{name}.key")))
-        .arg("-out")
-        .arg(dir.join(format!("{name}.pem")))
-        .args([
+            &key,
+            "-out",
+            &pem,
             "-days",
             days,
             "-subj",
-            &format!("/CN={DOMAIN}"),
+            &subj,
             "-addext",
-            &format!("subjectAltName=DNS:{DOMAIN}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            &san,
+        ],
     );
 }
 

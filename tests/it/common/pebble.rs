@@ -24,7 +24,8 @@ pub struct Pebble {
     config: PathBuf,
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
+/// Run openssl in `dir`; panics with its error output on failure.
+pub fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new(require_tool("openssl"))
         .args(args)
         .current_dir(dir)
