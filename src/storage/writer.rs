@@ -4,18 +4,24 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::num::NonZeroU64;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
+use rustix::fs::Advice;
 
 use super::{Store, Sync};
 use crate::oci::{Algorithm, Hasher, UploadId};
 
-/// Bytes handed to the writer thread at once; the channel holds a few of them, so an upload
-/// never buffers more than `CHUNK * QUEUE` in memory whatever its size.
+/// Small body frames are gathered into pieces of this size before they go to the writer
+/// thread; frames of at least `PASS_THROUGH` bytes go as they are, without a copy. The
+/// channel holds `QUEUE` pieces, so an upload holds a few MiB at most whatever its size.
 const CHUNK: usize = 256 * 1024;
+const PASS_THROUGH: usize = 64 * 1024;
 const QUEUE: usize = 8;
 /// Written bytes after which the background fsync is nudged.
 const FLUSH_EVERY: u64 = 32 * 1024 * 1024;
@@ -70,27 +76,34 @@ impl Store {
         });
 
         let mut body_error = None;
-        let mut buf = BytesMut::with_capacity(CHUNK);
+        let mut small = BytesMut::with_capacity(CHUNK);
         loop {
-            match body.next().await {
-                Some(Ok(b)) => {
-                    buf.extend_from_slice(&b);
-                    if buf.len() >= CHUNK {
-                        let full = std::mem::replace(&mut buf, BytesMut::with_capacity(CHUNK));
-                        if tx.send(full.freeze()).await.is_err() {
-                            break; // The writer stopped on an I/O error, reported below.
-                        }
+            let piece = match body.next().await {
+                Some(Ok(b)) if b.len() >= PASS_THROUGH => {
+                    if !small.is_empty() && tx.send(small.split().freeze()).await.is_err() {
+                        break; // The writer stopped on an I/O error, reported below.
                     }
+                    b
+                }
+                Some(Ok(b)) => {
+                    small.extend_from_slice(&b);
+                    if small.len() < CHUNK {
+                        continue;
+                    }
+                    small.split().freeze()
                 }
                 Some(Err(e)) => {
                     body_error = Some(e.to_string());
                     break;
                 }
                 None => break,
+            };
+            if tx.send(piece).await.is_err() {
+                break;
             }
         }
-        if !buf.is_empty() {
-            let _ = tx.send(buf.freeze()).await;
+        if !small.is_empty() {
+            let _ = tx.send(small.freeze()).await;
         }
         drop(tx);
         match writer.await {
@@ -122,10 +135,10 @@ fn write_loop(
         unflushed += chunk.len() as u64;
         if sync == Sync::Always && unflushed >= FLUSH_EVERY {
             if flusher.is_none() {
-                flusher = Some(Flusher::start(file.try_clone()?));
+                flusher = Some(Flusher::start(file.try_clone()?, p.len - unflushed));
             }
             if let Some(f) = &flusher {
-                f.nudge();
+                f.nudge(p.len);
             }
             unflushed = 0;
         }
@@ -139,27 +152,47 @@ fn write_loop(
 
 /// A thread that fsyncs the file while the writer goes on, so writeback overlaps receiving.
 /// Dropping it lets the thread finish its queued fsync and exit.
+///
+/// Once bytes are on the disk, it also drops them from the page cache (drop-behind): a big
+/// push then does not push out what is hot (the database, recent small blobs), and its
+/// writes reuse the same few MiB of memory instead of claiming fresh pages all along, which
+/// on a virtual machine can cost more than the copy itself. Uploads below FLUSH_EVERY, and
+/// the last part of every upload, stay cached.
 struct Flusher {
     tx: SyncSender<()>,
+    /// Length of the file when the writer last asked for an fsync.
+    written: Arc<AtomicU64>,
 }
 
 impl Flusher {
-    fn start(file: File) -> Flusher {
+    /// `from`: the length of the file before this flusher's writer started.
+    fn start(file: File, from: u64) -> Flusher {
         let (tx, rx) = sync_channel::<()>(1);
+        let written = Arc::new(AtomicU64::new(from));
+        let shared = written.clone();
         std::thread::spawn(move || {
+            let mut dropped = from;
             while rx.recv().is_ok() {
+                let upto = shared.load(Ordering::Acquire);
                 if let Err(e) = file.sync_data() {
                     // Not fatal here: the commit's own fsync reports it.
                     tracing::debug!(error = %e, "background fsync of an upload failed");
                     return;
                 }
+                if let Some(len) = NonZeroU64::new(upto.saturating_sub(dropped)) {
+                    // Only advice: if it fails the pages simply stay cached.
+                    let _ = rustix::fs::fadvise(&file, dropped, Some(len), Advice::DontNeed);
+                    dropped = upto;
+                }
             }
         });
-        Flusher { tx }
+        Flusher { tx, written }
     }
 
-    /// Ask for an fsync; if one is already queued, this one is folded into it.
-    fn nudge(&self) {
+    /// Ask for an fsync of the file's first `written` bytes (or more); if one is already
+    /// queued, this one is folded into it.
+    fn nudge(&self, written: u64) {
+        self.written.store(written, Ordering::Release);
         match self.tx.try_send(()) {
             Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
         }
