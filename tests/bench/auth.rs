@@ -15,9 +15,8 @@ use reqwest::StatusCode;
 
 use crate::server::{ADMIN_PASSWORD, ROBOT, Server};
 use crate::workloads::{self, MANIFEST_REPO, Manifests, Target};
-use crate::{CONNECTIONS, RPS_SECS};
+use crate::{CONNECTIONS, ROUNDS, RPS_SECS, median};
 
-const ROUNDS: usize = 3;
 /// Every authenticated mode should keep this share of the anonymous rate.
 const TARGET_RATIO: f64 = 0.80;
 
@@ -135,11 +134,9 @@ pub async fn section(
             ),
             false => None,
         };
-        let mut sorted = rates.clone();
-        sorted.sort_by(f64::total_cmp);
         rows.push(Row {
             label: m.label,
-            rps: sorted[sorted.len() / 2],
+            rps: median(&rates),
             rounds: rates,
             median_ms,
         });

@@ -3,8 +3,11 @@
 //! `cargo bench --bench registry`. Knobs: `BENCH_SIZE_MIB` (size of the big blob, default
 //! 1024), `BENCH_ONLY=berth` (skip registry:2), `BENCH_ONLY=auth` (only the authentication
 //! section). registry:2 is Debian's `docker-registry` package; without it only berth is
-//! measured. The servers run one after the other, each on a fresh temp data dir, so they
-//! never compete for the two cores or the page cache.
+//! measured. Each server has a fresh temp data dir. Both run from the start, but only one is
+//! ever under load: the big pushes take turns, server after server, for ROUNDS rounds and
+//! each line reports its median round, so that a slow moment of the shared machine (its
+//! disk, or a VM's first touch of fresh memory) costs one round of each server rather than
+//! the whole line of one. The other workloads then run on one server after the other.
 //!
 //! berth requires authentication: the table's workloads send the Basic credentials of a
 //! robot token made with `berth token create` (a SHA-256 lookup, no argon2), as CI would;
@@ -15,15 +18,15 @@
 //! client, they are not the registry's ceiling.
 
 mod auth;
+mod blob;
 mod server;
 mod workloads;
 
 use anyhow::{Context, Result, bail, ensure};
 use sha2::{Digest as _, Sha256};
-use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
 
+use blob::{Blob, Source};
 use server::{Kind, ROBOT, Server};
 use workloads::{Manifests, Target};
 
@@ -35,6 +38,9 @@ pub const LATENCY_REQUESTS: usize = 500;
 /// Concurrency and duration of the manifest GET throughput line.
 pub const CONNECTIONS: usize = 32;
 pub const RPS_SECS: f64 = 5.0;
+/// Rounds of the big pushes and pulls, and of the authentication section; lines report the
+/// median round.
+pub const ROUNDS: usize = 3;
 /// The many-layer image, with docker's 5 uploads in flight.
 const LAYERS: usize = 200;
 const LAYER_BYTES: usize = 16 * 1024;
@@ -43,7 +49,7 @@ const LAYER_BYTES: usize = 16 * 1024;
 pub struct XorShift(pub u64);
 
 impl XorShift {
-    fn fill(&mut self, buf: &mut [u8]) {
+    pub fn fill(&mut self, buf: &mut [u8]) {
         for word in buf.chunks_mut(8) {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
@@ -63,32 +69,11 @@ pub fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(data))
 }
 
-/// The big blob: written once to a file, hashed before any timing, streamed from disk by
-/// every push so the client holds little memory.
-pub struct BigBlob {
-    pub path: PathBuf,
-    pub size: u64,
-    pub digest: String,
-}
-
-impl BigBlob {
-    fn generate(path: PathBuf, size: u64) -> Result<BigBlob> {
-        let mut file = std::fs::File::create(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        let (mut rng, mut hash) = (XorShift(0x0123_4567_89ab_cdef), Sha256::new());
-        let mut buf = vec![0u8; MIB as usize];
-        let mut left = size;
-        while left > 0 {
-            let n = left.min(MIB) as usize;
-            rng.fill(&mut buf[..n]);
-            hash.update(&buf[..n]);
-            file.write_all(&buf[..n])?;
-            left -= n as u64;
-        }
-        file.sync_all()?;
-        let digest = format!("sha256:{:x}", hash.finalize());
-        Ok(BigBlob { path, size, digest })
-    }
+/// The middle value (the upper one of an even count).
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -186,30 +171,106 @@ fn with_log(e: anyhow::Error, server: &Server) -> anyhow::Error {
     ))
 }
 
-/// Start one server, run every workload against it (then, for berth, the authentication
-/// section), stop it.
+/// The big pushes, in the order of each round.
+const PUSHES: [&str; 3] = ["monolithic", "chunked", "streamed"];
+
+/// One server's big pushes, a value per round: rate (MiB/s) and the server's CPU time per
+/// GiB pushed (s). Also its last monolithic blob, pulled afterwards.
+#[derive(Default)]
+struct Pushes {
+    rates: [Vec<f64>; 3],
+    cpu: [Vec<f64>; 3],
+    pulled: Option<Blob>,
+}
+
+/// Repository of the monolithic pushes, where the pulls read from.
+const MONOLITHIC_REPO: &str = "bench/monolithic";
+
+/// One round of the big pushes, each a new blob (numbered from `next`).
+async fn push_round(
+    s: &Started,
+    source: &Source,
+    next: &mut u64,
+    round: usize,
+    p: &mut Pushes,
+) -> Result<()> {
+    let t = &s.target;
+    for (i, what) in PUSHES.iter().enumerate() {
+        *next += 1;
+        let blob = source.blob(*next);
+        let cpu_before = s.server.cpu_secs()?;
+        let rate = match i {
+            0 => workloads::push_monolithic(t, MONOLITHIC_REPO, &blob).await?,
+            1 => workloads::push_chunked(t, "bench/chunked", &blob, CHUNK_MIB * MIB).await?,
+            _ => workloads::push_streamed(t, "bench/streamed", &blob).await?,
+        };
+        let gib = blob.size as f64 / (1024 * MIB) as f64;
+        let cpu = (s.server.cpu_secs()? - cpu_before) / gib;
+        eprintln!(
+            "  {:<12} round {round}/{ROUNDS}  {what:<10} push {rate:>6.0} MiB/s, server CPU {cpu:.2} s/GiB",
+            s.server.kind.label()
+        );
+        p.rates[i].push(rate);
+        p.cpu[i].push(cpu);
+        if i == 0 {
+            p.pulled = Some(blob);
+        }
+    }
+    Ok(())
+}
+
+/// Start every server, run the big pushes in turns, then every other workload on one
+/// server after the other (and, for berth, the authentication section). Servers stop when
+/// dropped.
 async fn bench(
-    kind: Kind,
+    kinds: &[Kind],
     settings: &Settings,
-    blob: &BigBlob,
-) -> Result<(Lines, Option<Vec<auth::Row>>)> {
-    let s = start(kind).await?;
-    let mut lines = Vec::new();
-    let manifests = workloads(&s.target, kind, settings, blob, &mut lines)
-        .await
-        .map_err(|e| with_log(e, &s.server))?;
-    record(&mut lines, kind, "idle RSS (MiB)".into(), s.idle_mib);
-    let peak = s.server.memory_mib("VmHWM")?;
-    record(&mut lines, kind, "peak RSS (MiB)".into(), peak);
-    let auth = match &s.robot {
-        Some(secret) => Some(
-            auth::section(&s.server, secret, manifests)
+    source: &Source,
+) -> Result<(Vec<(Kind, Lines)>, Option<Vec<auth::Row>>)> {
+    let mut started = Vec::with_capacity(kinds.len());
+    for &kind in kinds {
+        started.push(start(kind).await?);
+    }
+    let mut pushes: Vec<Pushes> = kinds.iter().map(|_| Pushes::default()).collect();
+    let mut next = 0;
+    for round in 1..=ROUNDS {
+        for (s, p) in started.iter().zip(&mut pushes) {
+            push_round(s, source, &mut next, round, p)
                 .await
-                .map_err(|e| with_log(e, &s.server))?,
-        ),
-        None => None,
-    };
-    Ok((lines, auth))
+                .map_err(|e| with_log(e, &s.server))?;
+        }
+    }
+
+    let (mut results, mut auth_rows) = (Vec::new(), None);
+    for (s, p) in started.iter().zip(pushes) {
+        let kind = s.server.kind;
+        eprintln!("benchmarking {}", kind.label());
+        let size = settings.size_label();
+        let mut lines = Vec::new();
+        for (i, what) in PUSHES.iter().enumerate() {
+            let label = format!("{what} push {size} (MiB/s)");
+            record(&mut lines, kind, label, median(&p.rates[i]));
+        }
+        for (i, what) in PUSHES.iter().enumerate() {
+            let label = format!("server CPU, {what} push (s/GiB)");
+            record(&mut lines, kind, label, median(&p.cpu[i]));
+        }
+        let blob = p.pulled.as_ref().context("no blob was pushed")?;
+        let manifests = workloads_after_pushes(&s.target, kind, settings, blob, &mut lines)
+            .await
+            .map_err(|e| with_log(e, &s.server))?;
+        record(&mut lines, kind, "idle RSS (MiB)".into(), s.idle_mib);
+        let peak = s.server.memory_mib("VmHWM")?;
+        record(&mut lines, kind, "peak RSS (MiB)".into(), peak);
+        if let Some(secret) = &s.robot {
+            let rows = auth::section(&s.server, secret, manifests)
+                .await
+                .map_err(|e| with_log(e, &s.server))?;
+            auth_rows = Some(rows);
+        }
+        results.push((kind, lines));
+    }
+    Ok((results, auth_rows))
 }
 
 /// BENCH_ONLY=auth: berth with the table's manifests pushed (untimed), then the section.
@@ -224,30 +285,32 @@ async fn auth_only() -> Result<Vec<auth::Row>> {
     run.await.map_err(|e| with_log(e, &s.server))
 }
 
-async fn workloads(
+/// Every workload but the big pushes, on one server.
+async fn workloads_after_pushes(
     t: &Arc<Target>,
     kind: Kind,
     settings: &Settings,
-    blob: &BigBlob,
+    blob: &Blob,
     lines: &mut Lines,
 ) -> Result<Arc<Manifests>> {
     let size = settings.size_label();
-    // Three repositories, one blob: each push still uploads, hashes and stores every byte.
-    let v = workloads::push_monolithic(t, "bench/monolithic", blob).await?;
-    record(lines, kind, format!("monolithic push {size} (MiB/s)"), v);
-    let v = workloads::push_chunked(t, "bench/chunked", blob, CHUNK_MIB * MIB).await?;
-    record(lines, kind, format!("chunked push {size} (MiB/s)"), v);
-    let v = workloads::push_streamed(t, "bench/streamed", blob).await?;
-    record(lines, kind, format!("streamed push {size} (MiB/s)"), v);
-    let v = workloads::pull(t, "bench/monolithic", blob).await?;
-    record(lines, kind, format!("blob pull {size} (MiB/s)"), v);
-    let v = workloads::pull_curl(t, "bench/monolithic", blob).await?;
+    let label = kind.label();
+    let (mut rust, mut curl) = (Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        let v = workloads::pull(t, MONOLITHIC_REPO, blob).await?;
+        let c = workloads::pull_curl(t, MONOLITHIC_REPO, blob).await?;
+        eprintln!("  {label:<12} round {round}/{ROUNDS}  pull {v:>6.0} MiB/s, curl {c:>6.0} MiB/s");
+        rust.push(v);
+        curl.push(c);
+    }
     record(
         lines,
         kind,
-        format!("blob pull {size}, curl client (MiB/s)"),
-        v,
+        format!("blob pull {size} (MiB/s)"),
+        median(&rust),
     );
+    let line = format!("blob pull {size}, curl client (MiB/s)");
+    record(lines, kind, line, median(&curl));
 
     let (put, manifests) = workloads::push_manifests(t, LATENCY_REQUESTS).await?;
     let get = workloads::manifest_get_latency(t, &manifests).await?;
@@ -256,13 +319,20 @@ async fn workloads(
     record(lines, kind, "manifest GET median (ms)".into(), get.median);
     record(lines, kind, "manifest GET p99 (ms)".into(), get.p99);
     let manifests = Arc::new(manifests);
-    let rps = workloads::manifest_get_rps(t, manifests.clone(), CONNECTIONS, RPS_SECS).await?;
-    let label = format!("manifest GET, {CONNECTIONS} conns (req/s)");
-    record(lines, kind, label, rps);
-
-    let secs = workloads::layered_image(t, LAYERS, LAYER_BYTES).await?;
-    let label = format!("push {LAYERS} x {} KiB layers (s)", LAYER_BYTES / 1024);
-    record(lines, kind, label, secs);
+    let (mut rps, mut layered) = (Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        let r = workloads::manifest_get_rps(t, manifests.clone(), CONNECTIONS, RPS_SECS).await?;
+        let s = workloads::layered_image(t, LAYERS, LAYER_BYTES, round).await?;
+        eprintln!(
+            "  {label:<12} round {round}/{ROUNDS}  manifest GET {r:>6.0} req/s, {LAYERS} layers in {s:.2} s"
+        );
+        rps.push(r);
+        layered.push(s);
+    }
+    let line = format!("manifest GET, {CONNECTIONS} conns (req/s)");
+    record(lines, kind, line, median(&rps));
+    let line = format!("push {LAYERS} x {} KiB layers (s)", LAYER_BYTES / 1024);
+    record(lines, kind, line, median(&layered));
     Ok(manifests)
 }
 
@@ -326,18 +396,10 @@ fn main() -> Result<()> {
         );
     }
 
-    let dir = tempfile::Builder::new().prefix("bench-client-").tempdir()?;
     eprintln!("generating a {} random blob", settings.size_label());
-    let blob = BigBlob::generate(dir.path().join("blob"), settings.size_mib * MIB)?;
-    eprintln!("  {}", blob.digest);
-
-    let (mut results, mut auth_rows) = (Vec::new(), None);
-    for kind in kinds {
-        eprintln!("benchmarking {}", kind.label());
-        let (lines, auth) = rt.block_on(bench(kind, &settings, &blob))?;
-        results.push((kind, lines));
-        auth_rows = auth_rows.or(auth);
-    }
+    let source = Source::generate(settings.size_mib * MIB);
+    eprintln!("big pushes, {ROUNDS} rounds, the servers taking turns");
+    let (results, auth_rows) = rt.block_on(bench(&kinds, &settings, &source))?;
     print_table(&results);
     if let Some(rows) = auth_rows {
         auth::print(&rows);

@@ -175,6 +175,21 @@ impl Server {
         Ok(kib / 1024.0)
     }
 
+    /// CPU time the server has used so far (user and system, all its threads), in seconds.
+    /// Unlike a throughput, it barely moves with what else the machine is doing.
+    pub fn cpu_secs(&self) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the command name, which is in parentheses: state is field 3,
+        // utime and stime are fields 14 and 15, in clock ticks (USER_HZ, 100 on Linux).
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| -> Result<f64> {
+            let v = fields.get(i).and_then(|v| v.parse::<f64>().ok());
+            v.with_context(|| format!("unexpected /proc/{}/stat: {stat}", self.child.id()))
+        };
+        Ok((ticks(11)? + ticks(12)?) / 100.0)
+    }
+
     /// The last lines the server wrote, for error messages.
     pub fn log(&self) -> String {
         let text = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();

@@ -1,7 +1,6 @@
 //! The measured workloads. Each one checks every status code, digest and byte count it sees
 //! and fails with the request that went wrong, so a number is only printed when it is right.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -13,17 +12,14 @@ use reqwest::header::{
     LOCATION,
 };
 use reqwest::{Body, Client, Response, StatusCode, Url};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
-use crate::{BigBlob, XorShift, sha256_digest};
+use crate::blob::Blob;
+use crate::{XorShift, sha256_digest};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 const MIB: f64 = 1024.0 * 1024.0;
-/// Read size when streaming the big blob from disk.
-const READ_BUF: usize = 256 * 1024;
 
 /// One registry as seen by one client: its own connection pool, and the `Authorization`
 /// value (if any) sent on every request.
@@ -136,7 +132,7 @@ impl Target {
     }
 
     /// After a timed push: the registry must report the blob with its full size.
-    async fn check_pushed(&self, repo: &str, blob: &BigBlob) -> Result<()> {
+    async fn check_pushed(&self, repo: &str, blob: &Blob) -> Result<()> {
         let size = self.blob_size(repo, &blob.digest).await?;
         ensure!(
             size == Some(blob.size),
@@ -148,23 +144,15 @@ impl Target {
     }
 }
 
-/// `len` bytes of the file from `offset`, streamed in READ_BUF reads.
-async fn file_body(path: &Path, offset: u64, len: u64) -> Result<Body> {
-    let mut file = tokio::fs::File::open(path).await?;
-    file.seek(std::io::SeekFrom::Start(offset)).await?;
-    let stream = ReaderStream::with_capacity(file.take(len), READ_BUF);
-    Ok(Body::wrap_stream(stream))
-}
-
 fn mib_per_s(bytes: u64, took: Duration) -> f64 {
     bytes as f64 / MIB / took.as_secs_f64()
 }
 
 /// POST, then PUT ?digest= with the whole blob and its Content-Length. MiB/s.
-pub async fn push_monolithic(t: &Target, repo: &str, blob: &BigBlob) -> Result<f64> {
+pub async fn push_monolithic(t: &Target, repo: &str, blob: &Blob) -> Result<f64> {
     let start = Instant::now();
     let loc = t.start_upload(repo).await?;
-    let body = file_body(&blob.path, 0, blob.size).await?;
+    let body = blob.body(0..blob.size);
     t.finish(loc, &blob.digest, Some((body, blob.size))).await?;
     let took = start.elapsed();
     t.check_pushed(repo, blob).await?;
@@ -172,13 +160,13 @@ pub async fn push_monolithic(t: &Target, repo: &str, blob: &BigBlob) -> Result<f
 }
 
 /// POST, PATCH chunks with Content-Range and Content-Length, then PUT ?digest=. MiB/s.
-pub async fn push_chunked(t: &Target, repo: &str, blob: &BigBlob, chunk: u64) -> Result<f64> {
+pub async fn push_chunked(t: &Target, repo: &str, blob: &Blob, chunk: u64) -> Result<f64> {
     let start = Instant::now();
     let mut loc = t.start_upload(repo).await?;
     let mut offset = 0;
     while offset < blob.size {
         let len = chunk.min(blob.size - offset);
-        let body = file_body(&blob.path, offset, len).await?;
+        let body = blob.body(offset..offset + len);
         loc = t.patch(loc, body, Some((offset, len))).await?;
         offset += len;
     }
@@ -190,11 +178,10 @@ pub async fn push_chunked(t: &Target, repo: &str, blob: &BigBlob, chunk: u64) ->
 
 /// POST, one PATCH with a chunked-encoded body of unknown length (as `docker push`), then
 /// PUT ?digest=. MiB/s.
-pub async fn push_streamed(t: &Target, repo: &str, blob: &BigBlob) -> Result<f64> {
+pub async fn push_streamed(t: &Target, repo: &str, blob: &Blob) -> Result<f64> {
     let start = Instant::now();
     let loc = t.start_upload(repo).await?;
-    let body = file_body(&blob.path, 0, blob.size).await?;
-    let loc = t.patch(loc, body, None).await?;
+    let loc = t.patch(loc, blob.body(0..blob.size), None).await?;
     t.finish(loc, &blob.digest, None).await?;
     let took = start.elapsed();
     t.check_pushed(repo, blob).await?;
@@ -203,7 +190,7 @@ pub async fn push_streamed(t: &Target, repo: &str, blob: &BigBlob) -> Result<f64
 
 /// GET /v2/<name>/blobs/<d>, counting bytes (the digest header is checked, the bytes are
 /// not hashed). MiB/s.
-pub async fn pull(t: &Target, repo: &str, blob: &BigBlob) -> Result<f64> {
+pub async fn pull(t: &Target, repo: &str, blob: &Blob) -> Result<f64> {
     let start = Instant::now();
     let url = t.url(&format!("v2/{repo}/blobs/{}", blob.digest))?;
     let resp = expect(t.http.get(url).send().await?, StatusCode::OK, "GET blob").await?;
@@ -230,7 +217,7 @@ pub async fn pull(t: &Target, repo: &str, blob: &BigBlob) -> Result<f64> {
 /// The same pull with curl, a leaner client than this process's: when the client's own
 /// receive cost is the limit, both servers look alike; curl leaves more of the machine to
 /// the server.
-pub async fn pull_curl(t: &Target, repo: &str, blob: &BigBlob) -> Result<f64> {
+pub async fn pull_curl(t: &Target, repo: &str, blob: &Blob) -> Result<f64> {
     let url = t.url(&format!("v2/{repo}/blobs/{}", blob.digest))?;
     let mut cmd = std::process::Command::new("curl");
     cmd.args([
@@ -414,10 +401,16 @@ pub async fn manifest_get_rps(
 }
 
 /// A `layers`-layer image of `layer_size` random bytes each, pushed as docker does (5 layers
-/// in flight), then its config and manifest. Seconds.
-pub async fn layered_image(t: &Target, layers: usize, layer_size: usize) -> Result<f64> {
-    let repo = "bench/layered";
-    let mut rng = XorShift(0x5eed_0002);
+/// in flight), then its config and manifest. Each `round` pushes other bytes to another
+/// repository. Seconds.
+pub async fn layered_image(
+    t: &Target,
+    layers: usize,
+    layer_size: usize,
+    round: usize,
+) -> Result<f64> {
+    let repo = &format!("bench/layered-{round}");
+    let mut rng = XorShift(0x5eed_0002 + round as u64);
     let blobs: Vec<_> = (0..layers).map(|_| rng.bytes(layer_size)).collect();
     let config = format!(r#"{{"architecture":"amd64","os":"linux","layers":{layers}}}"#);
     let start = Instant::now();
