@@ -165,7 +165,7 @@ fn connect(path: &Path, durability: Durability, read_only: bool) -> Result<Conne
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     if !read_only {
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        set_wal(&conn)?;
     }
     let sync = match durability {
         Durability::PowerLoss => "FULL",
@@ -176,28 +176,75 @@ fn connect(path: &Path, durability: Durability, read_only: bool) -> Result<Conne
     Ok(conn)
 }
 
-fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
-    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let known = MIGRATIONS.len() as i64;
-    if current > known {
-        return Err(DbError::TooNew {
-            path: path.to_path_buf(),
-            found: current,
-            known,
-        });
+/// Switch to WAL. The switch needs the database to itself and SQLite answers `SQLITE_BUSY`
+/// at once, without waiting, when another connection is opening the same new database at the
+/// same moment: try again for as long as `busy_timeout` would have waited.
+fn set_wal(conn: &Connection) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return Ok(other?),
+        }
     }
-    for (i, (_name, sql)) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+}
+
+/// Apply the pending migrations, one exclusive transaction each. The version is read inside
+/// the transaction: another process opening the same database at the same moment (the CLI
+/// while the server starts) waits for the lock and then finds the migration done.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+    let known = MIGRATIONS.len() as i64;
+    loop {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if current > known {
+            return Err(DbError::TooNew {
+                path: path.to_path_buf(),
+                found: current,
+                known,
+            });
+        }
+        let Some((_name, sql)) = MIGRATIONS.get(current as usize) else {
+            return Ok(());
+        };
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.pragma_update(None, "user_version", current + 1)?;
         tx.commit()?;
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn processes_opening_a_new_database_at_once_all_succeed() {
+        // As `berth user add` run while `berth serve` starts: each opener migrates, or waits
+        // and finds the migrations done.
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("t.db");
+            let barrier = std::sync::Barrier::new(4);
+            std::thread::scope(|s| {
+                let openers: Vec<_> = (0..4)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            Db::open(&path, Durability::ProcessCrash).map(drop)
+                        })
+                    })
+                    .collect();
+                for o in openers {
+                    o.join().unwrap().unwrap();
+                }
+            });
+        }
+    }
 
     #[test]
     fn migrations_apply_once_and_refuse_newer_schemas() {
