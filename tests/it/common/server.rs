@@ -95,7 +95,10 @@ impl Server {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("berth exited early with {status}:\n{}", self.log());
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            // Its own line, not only an open port: another test's server may hold the port
+            // this one failed to bind.
+            let serving = self.log().contains("berth is serving");
+            if serving && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
