@@ -35,6 +35,15 @@ impl Cache {
         fresh.then(|| e.subject.clone())
     }
 
+    /// The cached state of `key` with the epoch it was read at, if unexpired at `now` and
+    /// younger than `max_age` seconds, whatever the current epoch.
+    pub fn peek(&self, key: &str, now: i64, max_age: i64) -> Option<(Subject, i64)> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let e = map.get(key)?;
+        let fresh = e.expires_at.is_none_or(|x| now < x) && now.saturating_sub(e.at) < max_age;
+        fresh.then(|| (e.subject.clone(), e.epoch))
+    }
+
     pub fn put(&self, key: String, entry: Entry) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_ENTRIES {

@@ -4,12 +4,16 @@
 //! Layering: `registry` and `cli` call `auth`; `auth` calls `db` and speaks in `oci` names,
 //! never the reverse. Argon2 runs on the blocking pool, once per login or bearer token (a
 //! verified password is cached by its SHA-256 until the user's hash changes); robot secrets
-//! are a hash lookup. Every request re-reads the holder's state, so disabling a user or
-//! revoking or expiring a token takes effect at once, also for bearer tokens handed out.
+//! are a hash lookup. Every request checks the auth epoch, which every change to accounts
+//! moves, before it is answered (manifest reads check it in their own database read,
+//! `deferred`), so disabling a user or revoking or expiring a token takes effect at once,
+//! also for bearer tokens handed out.
 
 pub mod accounts;
 pub mod bearer;
 mod cache;
+mod deferred;
+mod login;
 pub mod password;
 pub mod pattern;
 pub mod secret;
@@ -20,6 +24,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 pub use bearer::Holder;
+pub use deferred::Deferred;
 pub use pattern::{Action, Actions, Pattern};
 pub use subject::Subject;
 use subject::parse_rules;
@@ -117,203 +122,22 @@ impl Auth {
                 .await?
                 .ok_or(AuthError::Unauthorized("no such holder")),
             Credentials::Bearer(t) => {
-                let claims =
-                    bearer::verify(&self.key, t).ok_or(AuthError::Unauthorized("invalid token"))?;
-                if claims.exp <= self.now() {
-                    return Err(AuthError::Unauthorized("token expired"));
-                }
-                let access = claims
-                    .acc
-                    .iter()
-                    .filter_map(|(n, a)| Some((n.clone(), Actions::parse(a).ok()?)))
-                    .collect();
-                let subject = self
-                    .state(claims.sub)
-                    .await?
-                    // Created after the token: a new holder reusing a deleted one's id.
-                    .filter(|s| s.since <= claims.iat)
-                    .ok_or(AuthError::Unauthorized(
-                        "the token's holder is disabled, revoked or expired",
-                    ))?;
-                Ok(Subject {
-                    token_access: Some(access),
-                    ..subject
-                })
+                let claims = self.bearer_claims(t)?;
+                let state = self.state(claims.sub.clone()).await?;
+                bearer_subject(&claims, state).ok_or(AuthError::Unauthorized(
+                    "the token's holder is disabled, revoked or expired",
+                ))
             }
             Credentials::Basic { user, password } => self.login(user, password, addr).await,
         }
     }
 
-    /// Check a name and password (or robot secret), throttled and audited on failure.
-    async fn login(&self, user: &str, password: &str, addr: &str) -> Result<Subject, AuthError> {
-        let now = self.now();
-        if let Some(wait) = self.throttle.locked(addr, user, now) {
-            return Err(AuthError::Locked(wait));
-        }
-        let found = if secret::is_robot_secret(password) {
-            self.robot_login(user, password, addr).await?
-        } else {
-            self.password_login(user, password).await?
-        };
-        match found {
-            Some(s) => {
-                self.throttle.success(addr, user);
-                Ok(s)
-            }
-            None => {
-                self.throttle.failure(addr, user, now);
-                let (actor, addr) = (user.to_string(), addr.to_string());
-                self.db
-                    .write(move |tx| {
-                        audit::insert(
-                            tx,
-                            &audit::Entry {
-                                at: now,
-                                actor: Some(actor),
-                                client_addr: Some(addr),
-                                action: "login.failed".into(),
-                                detail: None,
-                            },
-                        )
-                    })
-                    .await?;
-                Err(AuthError::Unauthorized("invalid username or password"))
-            }
-        }
-    }
-
-    /// One database read: the epoch, and on a cache miss the token by the hash of its secret
-    /// with its holder's state.
-    async fn robot_login(
-        &self,
-        name: &str,
-        secret: &str,
-        addr: &str,
-    ) -> Result<Option<Subject>, AuthError> {
-        let hash = secret::sha256_hex(secret);
-        let subject = self
-            .cached(
-                format!("r:{hash}"),
-                move |c, now| match tokens::by_secret(c, &hash)? {
-                    Some(t) => read_subject(c, Holder::Robot(t.id), now),
-                    None => Ok(None),
-                },
-            )
-            .await?;
-        // The name given must be the token's.
-        let subject = subject.filter(|s| s.name.as_deref() == Some(name));
-        if let Some(Holder::Robot(id)) = subject.as_ref().map(|s| &s.holder) {
-            self.touch_token(*id, addr).await;
-        }
-        Ok(subject)
-    }
-
-    async fn touch_token(&self, id: i64, addr: &str) {
-        let now = self.now();
-        {
-            let mut t = self.touched.lock().unwrap_or_else(|p| p.into_inner());
-            if t.get(&id).is_some_and(|last| now - last < TOUCH_EVERY) {
-                return;
-            }
-            t.insert(id, now);
-        }
-        let addr = addr.to_string();
-        if let Err(e) = self
-            .db
-            .write(move |tx| tokens::touch(tx, id, now, &addr))
-            .await
-        {
-            tracing::warn!(error = %e, "could not record a token's last use");
-        }
-    }
-
-    /// One database read: the epoch, and on a cache miss the user and their state; argon2
-    /// only on a miss (a verified password is cached until the auth epoch moves, which a
-    /// password change does, or for `PASSWORD_CACHE_TTL`).
-    async fn password_login(
-        &self,
-        name: &str,
-        password: &str,
-    ) -> Result<Option<Subject>, AuthError> {
-        let key = format!("p:{}", secret::sha256_hex(&format!("{name}\0{password}")));
-        let (now, cache, n, k) = (
-            self.now(),
-            self.cache.clone(),
-            name.to_string(),
-            key.clone(),
-        );
-        let found = self
-            .db
-            .read(move |c| -> Result<_, DbError> {
-                let epoch = settings::auth_epoch(c)?;
-                if let Some(s) = cache.get(&k, epoch, now, PASSWORD_CACHE_TTL) {
-                    return Ok(Lookup::Hit(s));
-                }
-                let Some(user) = users::by_name(c, &n)? else {
-                    return Ok(Lookup::Unknown);
-                };
-                let subject = read_subject(c, Holder::User(user.id), now)?.map(|(s, _)| s);
-                Ok(Lookup::Miss {
-                    user_id: user.id,
-                    hash: user.password_hash,
-                    subject,
-                    epoch,
-                })
-            })
-            .await?;
-        let (user_id, hash, subject, epoch) = match found {
-            Lookup::Hit(s) => return Ok(Some(s)),
-            Lookup::Miss {
-                user_id,
-                hash,
-                subject,
-                epoch,
-            } => (user_id, hash, subject, epoch),
-            Lookup::Unknown => {
-                // Spend the same time as for a real user, so names cannot be probed by timing.
-                let p = password.to_string();
-                let _permit = self.argon2.acquire().await;
-                let _ =
-                    tokio::task::spawn_blocking(move || password::verify(&p, dummy_hash())).await;
-                return Ok(None);
-            }
-        };
-        let p = password.to_string();
-        let permit = self.argon2.acquire().await;
-        let ok = tokio::task::spawn_blocking(move || password::verify(&p, &hash))
-            .await
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
-        drop(permit);
-        if !ok {
-            return Ok(None);
-        }
-        self.db
-            .write(move |tx| users::touch_login(tx, user_id, now))
-            .await?;
-        // `None` here: the password is right but the user is disabled.
-        if let Some(s) = &subject {
-            self.cache.put(
-                key,
-                cache::Entry {
-                    subject: s.clone(),
-                    epoch,
-                    expires_at: None,
-                    at: now,
-                },
-            );
-        }
-        Ok(subject)
-    }
-
     /// The holder's current state, from the cache when the auth epoch has not moved.
     async fn state(&self, holder: Holder) -> Result<Option<Subject>, AuthError> {
-        let key = match &holder {
-            Holder::Anonymous => "a".to_string(),
-            Holder::User(id) => format!("u:{id}"),
-            Holder::Robot(id) => format!("t:{id}"),
-        };
-        self.cached(key, move |c, now| read_subject(c, holder, now))
-            .await
+        self.cached(holder_key(&holder), move |c, now| {
+            read_subject(c, holder, now)
+        })
+        .await
     }
 
     /// One database read: the auth epoch, and only when the cached state of `key` is from an
@@ -380,16 +204,41 @@ impl Auth {
     }
 }
 
-/// What a password login found in one read.
-enum Lookup {
-    Hit(Subject),
-    Miss {
-        user_id: i64,
-        hash: String,
-        subject: Option<Subject>,
-        epoch: i64,
-    },
-    Unknown,
+impl Auth {
+    /// The claims of a bearer token signed by this registry and not expired.
+    fn bearer_claims(&self, token: &str) -> Result<bearer::Claims, AuthError> {
+        let claims =
+            bearer::verify(&self.key, token).ok_or(AuthError::Unauthorized("invalid token"))?;
+        if claims.exp <= self.now() {
+            return Err(AuthError::Unauthorized("token expired"));
+        }
+        Ok(claims)
+    }
+}
+
+/// A bearer token's subject: its holder's current `state`, limited to the token's access.
+/// `None` if the holder is gone, or was created after the token (a new holder reusing a
+/// deleted one's id).
+fn bearer_subject(claims: &bearer::Claims, state: Option<Subject>) -> Option<Subject> {
+    let access = claims
+        .acc
+        .iter()
+        .filter_map(|(n, a)| Some((n.clone(), Actions::parse(a).ok()?)))
+        .collect();
+    let subject = state.filter(|s| s.since <= claims.iat)?;
+    Some(Subject {
+        token_access: Some(access),
+        ..subject
+    })
+}
+
+/// The cache key of a holder's state.
+fn holder_key(holder: &Holder) -> String {
+    match holder {
+        Holder::Anonymous => "a".to_string(),
+        Holder::User(id) => format!("u:{id}"),
+        Holder::Robot(id) => format!("t:{id}"),
+    }
 }
 
 /// The holder's state at `now`, within a read the caller already holds; `None` when the
@@ -459,10 +308,4 @@ fn read_subject(
         token_access: None,
     };
     Ok(Some((s, expires_at)))
-}
-
-/// A valid argon2id hash of a password nobody knows, to verify against for unknown names.
-fn dummy_hash() -> &'static str {
-    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| password::hash("berth: no such user").unwrap_or_default())
 }

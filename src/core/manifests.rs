@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::{Error, Registry, Result};
-use crate::db::{blobs, manifests, repos, tags};
+use crate::db::{blobs, manifests, repos, settings, tags};
 use crate::oci::manifest::{self, ManifestError};
 use crate::oci::{Algorithm, Digest, Hasher, Reference, RepoName};
 
@@ -117,20 +117,55 @@ impl Registry {
         reference: &Reference,
         with_content: bool,
     ) -> Result<ManifestRead> {
+        let (stored, _) = self.read_manifest(repo, reference, with_content).await?;
+        self.served(stored, with_content)
+    }
+
+    /// `get_manifest` for a caller whose access was decided at auth epoch `epoch` without
+    /// reading it (`auth::Deferred`): the epoch is read in the same database trip, and `None`
+    /// (nothing served, no pull counted) means it has moved, so access must be decided again.
+    pub async fn get_manifest_at_epoch(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        with_content: bool,
+        epoch: i64,
+    ) -> Option<Result<ManifestRead>> {
+        match self.read_manifest(repo, reference, with_content).await {
+            Ok((stored, now)) if now == epoch => Some(self.served(stored, with_content)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// The stored manifest, if any, and the auth epoch, read after it in the same trip.
+    async fn read_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        with_content: bool,
+    ) -> Result<(Option<manifests::Stored>, i64)> {
         let r = repo.to_string();
         let reference = reference.clone();
-        let stored = self
-            .db
+        self.db
             .read(move |c| {
-                Ok::<_, Error>(match &reference {
+                let stored = match &reference {
                     Reference::Tag(t) => manifests::by_tag(c, &r, t.as_str(), with_content)?,
                     Reference::Digest(d) => {
                         manifests::by_digest(c, &r, &d.to_string(), with_content)?
                     }
-                })
+                };
+                Ok::<_, Error>((stored, settings::auth_epoch(c)?))
             })
-            .await?
-            .ok_or(Error::ManifestUnknown)?;
+            .await
+    }
+
+    fn served(
+        &self,
+        stored: Option<manifests::Stored>,
+        with_content: bool,
+    ) -> Result<ManifestRead> {
+        let stored = stored.ok_or(Error::ManifestUnknown)?;
         if with_content {
             self.pulls.record(stored.id, self.now());
         }

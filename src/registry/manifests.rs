@@ -7,26 +7,47 @@ use axum::response::Response;
 use http_body_util::{BodyExt, Limited};
 
 use super::{ApiResult, hv};
-use crate::core::{Error, Registry};
+use crate::core::{Error, ManifestRead, Registry};
 use crate::http::origin::Origin;
 use crate::oci::manifest::MAX_MANIFEST_BYTES;
 use crate::oci::{Reference, RepoName};
 
 /// GET|HEAD /v2/<name>/manifests/<reference>: the exact stored bytes and media type.
 pub async fn get(reg: &Registry, repo: &RepoName, reference: &Reference, head: bool) -> ApiResult {
-    let m = reg.get_manifest(repo, reference, !head).await?;
+    Ok(respond(
+        reg.get_manifest(repo, reference, !head).await?,
+        head,
+    ))
+}
+
+/// `get` under access decided at auth epoch `epoch` (see `auth::Deferred`); `None` if the
+/// epoch has moved and access must be decided again.
+pub async fn get_at_epoch(
+    reg: &Registry,
+    repo: &RepoName,
+    reference: &Reference,
+    head: bool,
+    epoch: i64,
+) -> Option<ApiResult> {
+    let read = reg
+        .get_manifest_at_epoch(repo, reference, !head, epoch)
+        .await?;
+    Some(read.map(|m| respond(m, head)).map_err(Into::into))
+}
+
+fn respond(m: ManifestRead, head: bool) -> Response {
     let body = if head {
         Body::empty()
     } else {
         Body::from(m.content)
     };
-    Ok(Response::builder()
+    Response::builder()
         .header(header::CONTENT_TYPE, hv(&m.media_type))
         .header(header::CONTENT_LENGTH, m.size)
         .header("Docker-Content-Digest", hv(m.digest.to_string()))
         .header(header::ETAG, hv(format!("\"{}\"", m.digest)))
         .body(body)
-        .expect("valid response"))
+        .expect("valid response")
 }
 
 /// PUT /v2/<name>/manifests/<reference>

@@ -585,3 +585,88 @@ async fn a_bearer_token_does_not_pass_to_a_new_user_with_a_reused_id() {
     app.user("newcomer", &[("reuse/*", "pull")]);
     challenged(&app.call("GET", "/v2/reuse/app/manifests/v1", &h, "").await);
 }
+
+/// GET and HEAD of `path` with `auth` (`None`: no credentials); their statuses.
+async fn manifest_statuses(app: &TestApp, path: &str, auth: Option<&str>) -> (u16, u16) {
+    let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+    let get = app.call("GET", path, &headers, "").await;
+    let head = app.call("HEAD", path, &headers, "").await;
+    (get.status.as_u16(), head.status.as_u16())
+}
+
+/// A manifest read whose caller's state is cached decides access from the cache and checks in
+/// its own database read that the auth epoch has not moved since. Every change made before a
+/// read still applies to it, whoever made it; an unrelated change costs a fresh read, not
+/// access.
+#[tokio::test]
+async fn cached_manifest_reads_see_every_change_made_before_them() {
+    let mut app = TestApp::new();
+    app.push_image("team/app", "v1", OCI_MANIFEST, 1).await;
+    let path = "/v2/team/app/manifests/v1";
+    let (db, now) = (app.state.auth.db().clone(), app.clock.now());
+    // Twice each: the second read finds the state cached by the first.
+    let twice_ok = async |app: &TestApp, auth: Option<&str>| {
+        for _ in 0..2 {
+            assert_eq!(manifest_statuses(app, path, auth).await, (200, 200));
+        }
+    };
+
+    // A grant taken away.
+    let carol = app.user("carol", &[("team/*", "pull")]);
+    twice_ok(&app, Some(&carol)).await;
+    accounts::revoke_grant(&db, now, &CLI, "carol", "team/*").unwrap();
+    assert_eq!(
+        manifest_statuses(&app, path, Some(&carol)).await,
+        (403, 403)
+    );
+
+    // A user disabled.
+    let dave = app.user("dave", &[("team/*", "pull")]);
+    twice_ok(&app, Some(&dave)).await;
+    accounts::set_disabled(&db, now, &CLI, "dave", true).unwrap();
+    assert_eq!(manifest_statuses(&app, path, Some(&dave)).await, (401, 401));
+
+    // A robot token revoked.
+    let secret = app.token("admin", "ci", &["team/*:pull"], None);
+    let robot = basic("ci", &secret);
+    twice_ok(&app, Some(&robot)).await;
+    accounts::revoke_token(&db, now, &CLI, "ci").unwrap();
+    assert_eq!(
+        manifest_statuses(&app, path, Some(&robot)).await,
+        (401, 401)
+    );
+
+    // A bearer token's holder disabled after it was issued.
+    let erin = app.user("erin", &[("team/*", "pull")]);
+    let bearer = token(&app, &erin, "repository:team/app:pull").await;
+    twice_ok(&app, Some(&bearer)).await;
+    accounts::set_disabled(&db, now, &CLI, "erin", true).unwrap();
+    assert_eq!(
+        manifest_statuses(&app, path, Some(&bearer)).await,
+        (401, 401)
+    );
+
+    // A repository closed to anonymous pulls again.
+    accounts::set_anonymous(&db, now, &CLI, "team/*", true).unwrap();
+    anonymous(&mut app);
+    twice_ok(&app, None).await;
+    accounts::set_anonymous(&db, now, &CLI, "team/*", false).unwrap();
+    assert_eq!(manifest_statuses(&app, path, None).await, (401, 401));
+
+    // An unrelated change: the state is read afresh and still grants; an unknown manifest
+    // is a 404 only for a caller who may pull.
+    let frank = app.user("frank", &[("team/*", "pull")]);
+    twice_ok(&app, Some(&frank)).await;
+    app.user("grace", &[]);
+    twice_ok(&app, Some(&frank)).await;
+    let missing = "/v2/team/app/manifests/missing";
+    assert_eq!(
+        manifest_statuses(&app, missing, Some(&frank)).await,
+        (404, 404)
+    );
+    accounts::revoke_grant(&db, now, &CLI, "frank", "team/*").unwrap();
+    assert_eq!(
+        manifest_statuses(&app, missing, Some(&frank)).await,
+        (403, 403)
+    );
+}
