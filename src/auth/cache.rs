@@ -52,7 +52,13 @@ impl Cache {
         map.insert(key, entry);
     }
 
-    /// Remember a state just read (with its token expiry) and hand the state back.
+    pub fn remove(&self, key: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+
+    /// Remember a state just read (with its token expiry) and hand the state back. A state
+    /// found gone (revoked, disabled, expired) is forgotten, so that nothing answers from
+    /// the old one.
     pub fn keep(
         &self,
         key: String,
@@ -60,7 +66,10 @@ impl Cache {
         now: i64,
         found: Option<(Subject, Option<i64>)>,
     ) -> Option<Subject> {
-        let (subject, expires_at) = found?;
+        let Some((subject, expires_at)) = found else {
+            self.remove(&key);
+            return None;
+        };
         self.put(
             key,
             Entry {

@@ -21,8 +21,9 @@ pub struct Deferred {
 impl Auth {
     /// The subject of `creds` if the cache holds everything needed to establish it. `None`
     /// whenever the usual path is needed: nothing cached, a password due for checking again,
-    /// a throttled address, an invalid or expired bearer token.
-    pub async fn deferred(&self, creds: &Credentials, addr: &str) -> Option<Deferred> {
+    /// a throttled address, an invalid or expired bearer token. Nothing is recorded here:
+    /// what a login records happens in `confirmed`, once the epoch is known not to have moved.
+    pub fn deferred(&self, creds: &Credentials, addr: &str) -> Option<Deferred> {
         let now = self.now();
         let peek = |key: &str, max_age: i64| self.cache.peek(key, now, max_age);
         let (subject, epoch) = match creds {
@@ -36,23 +37,29 @@ impl Auth {
                 if self.throttle.locked(addr, user, now).is_some() {
                     return None;
                 }
-                let found = if secret::is_robot_secret(password) {
+                if secret::is_robot_secret(password) {
                     let key = robot_key(&secret::sha256_hex(password));
                     let (s, epoch) = peek(&key, i64::MAX)?;
                     if s.name.as_deref() != Some(user.as_str()) {
                         return None;
                     }
-                    if let Holder::Robot(id) = s.holder {
-                        self.touch_token(id, addr).await;
-                    }
                     (s, epoch)
                 } else {
                     peek(&password_key(user, password), PASSWORD_CACHE_TTL)?
-                };
-                self.throttle.success(addr, user);
-                found
+                }
             }
         };
         Some(Deferred { subject, epoch })
+    }
+
+    /// What a successful login records, for a deferred subject whose epoch turned out
+    /// current: the address's good login (throttling) and a robot token's last use.
+    pub async fn confirmed(&self, d: &Deferred, creds: &Credentials, addr: &str) {
+        if let Credentials::Basic { user, .. } = creds {
+            self.throttle.success(addr, user);
+            if let Holder::Robot(id) = d.subject.holder {
+                self.touch_token(id, addr).await;
+            }
+        }
     }
 }

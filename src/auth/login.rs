@@ -131,6 +131,11 @@ impl Auth {
                 })
             })
             .await?;
+        if !matches!(found, Lookup::Hit(_)) {
+            // Whatever was cached for this name and password is out of date: forget it, so
+            // that nothing answers from it, and cache it again below if it is still good.
+            self.cache.remove(&key);
+        }
         let (user_id, hash, subject, epoch) = match found {
             Lookup::Hit(s) => return Ok(Some(s)),
             Lookup::Miss {

@@ -123,7 +123,8 @@ impl Registry {
 
     /// `get_manifest` for a caller whose access was decided at auth epoch `epoch` without
     /// reading it (`auth::Deferred`): the epoch is read in the same database trip, and `None`
-    /// (nothing served, no pull counted) means it has moved, so access must be decided again.
+    /// (nothing served, no pull counted) means it has moved, or the read failed, so access
+    /// must be decided again.
     pub async fn get_manifest_at_epoch(
         &self,
         repo: &RepoName,
@@ -133,8 +134,9 @@ impl Registry {
     ) -> Option<Result<ManifestRead>> {
         match self.read_manifest(repo, reference, with_content).await {
             Ok((stored, now)) if now == epoch => Some(self.served(stored, with_content)),
-            Ok(_) => None,
-            Err(e) => Some(Err(e)),
+            // Not even an error is answered before access is confirmed: the usual path
+            // decides first, then reads (and fails) again.
+            Ok(_) | Err(_) => None,
         }
     }
 

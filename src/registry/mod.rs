@@ -97,10 +97,11 @@ async fn deferred_read(
     if !matches!(*method, Method::GET | Method::HEAD) {
         return None;
     }
-    let d = app.auth.deferred(creds, &origin.client).await?;
+    let d = app.auth.deferred(creds, &origin.client)?;
     auth::check(&origin.base, creds, &d.subject, need).ok()?;
     let head = *method == Method::HEAD;
     let result = manifests::get_at_epoch(&app.registry, repo, reference, head, d.epoch).await?;
+    app.auth.confirmed(&d, creds, &origin.client).await;
     Some(result.unwrap_or_else(|e| e.into_response()))
 }
 

@@ -670,3 +670,40 @@ async fn cached_manifest_reads_see_every_change_made_before_them() {
         (403, 403)
     );
 }
+
+/// A client that keeps pulling manifests with a revoked robot token (a CI runner nobody
+/// updated) is throttled like any failing login: its own pair is locked out, and other
+/// accounts from the same address still get in. A cached state of the token must neither
+/// answer for it nor clear its failure count.
+#[tokio::test]
+async fn a_revoked_token_pulling_manifests_locks_out_only_its_own_pair() {
+    let app = TestApp::new();
+    app.push_image("team/app", "v1", OCI_MANIFEST, 1).await;
+    let path = "/v2/team/app/manifests/v1";
+    let ip = "10.0.0.9";
+    let secret = app.token("admin", "ci", &["team/*:pull"], None);
+    let robot = basic("ci", &secret);
+    let frank = app.user("frank", &[("team/*", "pull")]);
+    for auth in [&robot, &robot, &frank] {
+        app.call_from(ip, "GET", path, &[("authorization", auth)])
+            .await
+            .assert(200);
+    }
+    let now = app.clock.now();
+    accounts::revoke_token(app.state.auth.db(), now, &CLI, "ci").unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        let r = app
+            .call_from(ip, "GET", path, &[("authorization", &robot)])
+            .await;
+        statuses.push(r.status.as_u16());
+    }
+    assert_eq!(&statuses[..5], [401; 5], "{statuses:?}");
+    assert!(
+        statuses[5..].iter().all(|&s| s == 429),
+        "the pair stays locked: {statuses:?}"
+    );
+    app.call_from(ip, "GET", path, &[("authorization", &frank)])
+        .await
+        .assert(200);
+}
