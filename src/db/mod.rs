@@ -36,6 +36,8 @@ pub enum DbError {
     Sqlite(#[from] rusqlite::Error),
     #[error("database task failed: {0}")]
     Join(String),
+    #[error("the database stays in journal mode {0}, not WAL (is its file system local?)")]
+    NotWal(String),
     #[error(
         "database at {path} was written by a newer berth (schema {found}, this build knows {known})"
     )]
@@ -163,7 +165,7 @@ fn connect(path: &Path, durability: Durability, read_only: bool) -> Result<Conne
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     if !read_only {
         set_wal(&conn)?;
     }
@@ -176,20 +178,26 @@ fn connect(path: &Path, durability: Durability, read_only: bool) -> Result<Conne
     Ok(conn)
 }
 
+/// How long a connection waits for another one's lock.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Switch to WAL. The switch needs the database to itself and SQLite answers `SQLITE_BUSY`
 /// at once, without waiting, when another connection is opening the same new database at the
 /// same moment: try again for as long as `busy_timeout` would have waited.
 fn set_wal(conn: &Connection) -> Result<()> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
     loop {
-        match conn.pragma_update(None, "journal_mode", "WAL") {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::DatabaseBusy
                     && std::time::Instant::now() < deadline =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
-            other => return Ok(other?),
+            Ok(mode) if !mode.eq_ignore_ascii_case("wal") => {
+                return Err(DbError::NotWal(mode));
+            }
+            other => return other.map(drop).map_err(Into::into),
         }
     }
 }
@@ -202,7 +210,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     loop {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
         let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if current > known {
+        if current > known || current < 0 {
             return Err(DbError::TooNew {
                 path: path.to_path_buf(),
                 found: current,

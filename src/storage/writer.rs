@@ -18,8 +18,9 @@ use super::{Store, Sync};
 use crate::oci::{Algorithm, Hasher, UploadId};
 
 /// Small body frames are gathered into pieces of this size before they go to the writer
-/// thread; frames of at least `PASS_THROUGH` bytes go as they are, without a copy. The
-/// channel holds `QUEUE` pieces, so an upload holds a few MiB at most whatever its size.
+/// thread; frames of at least `PASS_THROUGH` bytes go as they are, without a copy (cut into
+/// pieces of at most `CHUNK`). The channel holds `QUEUE` pieces, so an upload holds a few MiB
+/// at most whatever its size.
 const CHUNK: usize = 256 * 1024;
 const PASS_THROUGH: usize = 64 * 1024;
 const QUEUE: usize = 8;
@@ -79,9 +80,16 @@ impl Store {
         let mut small = BytesMut::with_capacity(CHUNK);
         loop {
             let piece = match body.next().await {
-                Some(Ok(b)) if b.len() >= PASS_THROUGH => {
+                Some(Ok(mut b)) if b.len() >= PASS_THROUGH => {
                     if !small.is_empty() && tx.send(small.split().freeze()).await.is_err() {
                         break; // The writer stopped on an I/O error, reported below.
+                    }
+                    let mut stopped = false;
+                    while b.len() > CHUNK && !stopped {
+                        stopped = tx.send(b.split_to(CHUNK)).await.is_err();
+                    }
+                    if stopped {
+                        break;
                     }
                     b
                 }
