@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::cmd::run;
-use crate::common::pebble::{Pebble, openssl};
+use crate::common::pebble::{Pebble, self_signed};
 use crate::common::server::free_port;
 use crate::common::{ADMIN_PASSWORD, Server, require_tool};
 
@@ -317,42 +317,21 @@ fn acme_renews_short_lived_certificates_without_restart() {
     );
 }
 
-fn self_signed(dir: &Path, name: &str, days: &str) {
-    let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
-    let (subj, san) = (
+/// A certificate for DOMAIN, `<name>.pem` and `<name>.key`, valid `days`.
+fn certificate(dir: &Path, name: &str, days: &str) {
+    let (subject, san) = (
         format!("/CN={DOMAIN}"),
         format!("subjectAltName=DNS:{DOMAIN}"),
     );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &pem,
-            "-days",
-            days,
-            "-subj",
-            &subj,
-            "-addext",
-            &san,
-        ],
-    );
+    self_signed(dir, name, days, &subject, &[&san]);
 }
 
 #[test]
 fn files_mode_serves_and_reloads_changed_files() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    self_signed(d, "a", "30");
-    self_signed(d, "b", "60");
+    certificate(d, "a", "30");
+    certificate(d, "b", "60");
     std::fs::copy(d.join("a.pem"), d.join("cert.pem")).unwrap();
     std::fs::copy(d.join("a.key"), d.join("key.pem")).unwrap();
     let config = d.join("berth.toml");

@@ -38,6 +38,33 @@ pub fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// A self-signed P-256 certificate `<name>.pem` with its key `<name>.key` in `dir`, valid
+/// `days`, for `subject`, with `-addext` extensions.
+pub fn self_signed(dir: &Path, name: &str, days: &str, subject: &str, extensions: &[&str]) {
+    let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+    let mut args = vec![
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &pem,
+        "-days",
+        days,
+        "-subj",
+        subject,
+    ];
+    for ext in extensions {
+        args.extend(["-addext", ext]);
+    }
+    openssl(dir, &args);
+}
+
 impl Pebble {
     /// Configure pebble to validate TLS-ALPN-01 on `tls_port` and HTTP-01 on `http_port`
     /// (berth's listeners), with certificates valid `validity_secs` when given. Not started.
@@ -46,27 +73,13 @@ impl Pebble {
         require_tool("pebble-challtestsrv");
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        openssl(
+        self_signed(
             d,
+            "ca",
+            "30",
+            "/CN=pebble test api CA",
             &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "30",
-                "-subj",
-                "/CN=pebble test api CA",
-                "-addext",
                 "basicConstraints=critical,CA:TRUE",
-                "-addext",
                 "keyUsage=critical,keyCertSign,cRLSign",
             ],
         );
