@@ -5,18 +5,18 @@ use crate::db::{blobs, repos};
 use crate::oci::{Digest, RepoName};
 use crate::storage::BlobStream;
 
-/// An open blob, positioned for the requested range.
+/// A blob found in a repository, with the requested range.
 pub struct BlobRead {
     pub size: u64,
     /// `Some((start, end))`, inclusive, when a range was asked for.
     pub range: Option<(u64, u64)>,
-    /// The bytes of the range (or of the whole blob).
-    pub body: BlobStream,
+    /// The bytes of the range (or of the whole blob); `None` when not asked for (HEAD).
+    pub body: Option<BlobStream>,
 }
 
 impl Registry {
     /// The size of a blob the repository may serve.
-    pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+    async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
         let (r, d) = (repo.to_string(), digest.to_string());
         self.db
             .read(move |c| blobs::linked_size(c, &r, &d).map_err(Error::from))
@@ -24,18 +24,27 @@ impl Registry {
             .ok_or(Error::BlobUnknown)
     }
 
-    /// Open a blob for reading, with an optional `Range` header value.
+    /// Find a blob, with an optional `Range` header value, and open it for reading when
+    /// `with_body` (a HEAD reads the database only).
     pub async fn open_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         range: Option<&str>,
+        with_body: bool,
     ) -> Result<BlobRead> {
         let size = self.blob_size(repo, digest).await?;
         let range = match range {
             None => None,
             Some(h) => Some(parse_range(h, size).ok_or(Error::BlobRange { size })?),
         };
+        if !with_body {
+            return Ok(BlobRead {
+                size,
+                range,
+                body: None,
+            });
+        }
         let (start, len) = match range {
             Some((start, end)) => (start, end - start + 1),
             None => (0, size),
@@ -49,7 +58,11 @@ impl Registry {
             }
             Err(e) => return Err(e.into()),
         };
-        Ok(BlobRead { size, range, body })
+        Ok(BlobRead {
+            size,
+            range,
+            body: Some(body),
+        })
     }
 
     /// Remove a blob from a repository (the file goes when nothing references it).

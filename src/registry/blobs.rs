@@ -23,14 +23,7 @@ pub async fn get(
         .header(header::ETAG, hv(format!("\"{digest}\"")))
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::CACHE_CONTROL, "max-age=31536000");
-    if head && range.is_none() {
-        let size = reg.blob_size(repo, digest).await?;
-        return Ok(resp
-            .header(header::CONTENT_LENGTH, size)
-            .body(Body::empty())
-            .expect("valid response"));
-    }
-    let blob = reg.open_blob(repo, digest, range).await?;
+    let blob = reg.open_blob(repo, digest, range, !head).await?;
     let (status, len, resp) = match blob.range {
         None => (StatusCode::OK, blob.size, resp),
         Some((start, end)) => (
@@ -43,10 +36,9 @@ pub async fn get(
         ),
     };
     let resp = resp.status(status).header(header::CONTENT_LENGTH, len);
-    let body = if head {
-        Body::empty()
-    } else {
-        Body::from_stream(blob.body)
+    let body = match blob.body {
+        Some(stream) => Body::from_stream(stream),
+        None => Body::empty(),
     };
     Ok(resp.body(body).expect("valid response"))
 }

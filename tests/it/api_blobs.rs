@@ -40,6 +40,14 @@ async fn get_head_and_ranges() {
             r.header("content-range"),
             Some(format!("bytes {start}-{end}/10000").as_str())
         );
+        let h = app.call("HEAD", &path, &[("range", range)], "").await;
+        h.assert(206);
+        assert!(h.body.is_empty());
+        assert_eq!(h.header("content-range"), r.header("content-range"));
+        assert_eq!(
+            h.header("content-length"),
+            Some((end - start + 1).to_string().as_str())
+        );
     }
     let r = app
         .call("GET", &path, &[("range", "bytes=10000-")], "")
