@@ -27,12 +27,9 @@ impl Cache {
     /// The cached state of `key`, if read at `epoch`, unexpired at `now` and younger than
     /// `max_age` seconds.
     pub fn get(&self, key: &str, epoch: i64, now: i64, max_age: i64) -> Option<Subject> {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let e = map.get(key)?;
-        let fresh = e.epoch == epoch
-            && e.expires_at.is_none_or(|x| now < x)
-            && now.saturating_sub(e.at) < max_age;
-        fresh.then(|| e.subject.clone())
+        self.peek(key, now, max_age)
+            .filter(|(_, read_at)| *read_at == epoch)
+            .map(|(subject, _)| subject)
     }
 
     /// The cached state of `key` with the epoch it was read at, if unexpired at `now` and

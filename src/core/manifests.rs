@@ -117,7 +117,9 @@ impl Registry {
         reference: &Reference,
         with_content: bool,
     ) -> Result<ManifestRead> {
-        let (stored, _) = self.read_manifest(repo, reference, with_content).await?;
+        let (stored, _) = self
+            .read_manifest(repo, reference, with_content, false)
+            .await?;
         self.served(stored, with_content)
     }
 
@@ -132,21 +134,26 @@ impl Registry {
         with_content: bool,
         epoch: i64,
     ) -> Option<Result<ManifestRead>> {
-        match self.read_manifest(repo, reference, with_content).await {
-            Ok((stored, now)) if now == epoch => Some(self.served(stored, with_content)),
+        match self
+            .read_manifest(repo, reference, with_content, true)
+            .await
+        {
+            Ok((stored, now)) if now == Some(epoch) => Some(self.served(stored, with_content)),
             // Not even an error is answered before access is confirmed: the usual path
             // decides first, then reads (and fails) again.
             Ok(_) | Err(_) => None,
         }
     }
 
-    /// The stored manifest, if any, and the auth epoch, read after it in the same trip.
+    /// The stored manifest, if any, and with `with_epoch` the auth epoch, read after it in
+    /// the same trip.
     async fn read_manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,
         with_content: bool,
-    ) -> Result<(Option<manifests::Stored>, i64)> {
+        with_epoch: bool,
+    ) -> Result<(Option<manifests::Stored>, Option<i64>)> {
         let r = repo.to_string();
         let reference = reference.clone();
         self.db
@@ -157,7 +164,8 @@ impl Registry {
                         manifests::by_digest(c, &r, &d.to_string(), with_content)?
                     }
                 };
-                Ok::<_, Error>((stored, settings::auth_epoch(c)?))
+                let epoch = with_epoch.then(|| settings::auth_epoch(c)).transpose()?;
+                Ok::<_, Error>((stored, epoch))
             })
             .await
     }
