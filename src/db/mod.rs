@@ -165,6 +165,9 @@ fn connect(path: &Path, durability: Durability, read_only: bool) -> Result<Conne
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(path, flags)?;
+    // Every query goes through `prepare_cached`, and there are more kinds than rusqlite's
+    // default 16 cache slots: without room for all of them, mixed load recompiles.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.busy_timeout(BUSY_TIMEOUT)?;
     if !read_only {
         set_wal(&conn)?;
@@ -177,6 +180,9 @@ fn connect(path: &Path, durability: Durability, read_only: bool) -> Result<Conne
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(conn)
 }
+
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 128;
 
 /// How long a connection waits for another one's lock.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
