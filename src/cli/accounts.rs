@@ -27,22 +27,18 @@ pub enum UserCommand {
     /// Set a user's password. Without --password-stdin a random one is generated and printed.
     Passwd {
         name: String,
+        /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
     },
     /// List users with their grants.
     List,
     /// Refuse every login and token of a user, at once.
-    Disable {
-        name: String,
-    },
-    Enable {
-        name: String,
-    },
+    Disable { name: String },
+    /// Allow a disabled user's logins and tokens again.
+    Enable { name: String },
     /// Remove a user and their tokens.
-    Remove {
-        name: String,
-    },
+    Remove { name: String },
     /// Allow ACTIONS (pull,push,delete or *) on repositories matching PATTERN
     /// (`*` within one path component, `**` across: team-a/*, team-a/**, **).
     Grant {
@@ -51,10 +47,7 @@ pub enum UserCommand {
         actions: String,
     },
     /// Remove a user's grant on PATTERN.
-    Revoke {
-        name: String,
-        pattern: String,
-    },
+    Revoke { name: String, pattern: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -77,6 +70,7 @@ pub enum TokenCommand {
     },
     /// List tokens (never their secrets).
     List {
+        /// Only the tokens of this user.
         #[arg(long)]
         user: Option<String>,
     },
