@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::common::{Server, basic};
+use crate::common::{Server, basic, require_tool};
 
 fn berth(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
@@ -55,7 +55,7 @@ fn fails(o: &Output, needle: &str) {
 }
 
 fn status(server: &Server, path: &str, auth: &str) -> u16 {
-    let out = Command::new("curl")
+    let out = Command::new(require_tool("curl"))
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
         .arg(format!("Authorization: {auth}"))
         .arg(server.url(path))

@@ -226,7 +226,7 @@ fn acme_http_01_and_redirects_on_the_plain_listener() {
     assert_eq!(https(port, &root, "/v2/", &[]).unwrap().0, 401);
 
     // Everything but the challenge path is redirected to HTTPS.
-    let out = run(Command::new("curl")
+    let out = run(Command::new(require_tool("curl"))
         .args(["-s", "-D", "-", "-o", "/dev/null", "-H"])
         .arg(format!("Host: {DOMAIN}:{http_port}"))
         .arg(format!(
@@ -239,7 +239,7 @@ fn acme_http_01_and_redirects_on_the_plain_listener() {
         )),
         "{out}"
     );
-    let code = run(Command::new("curl")
+    let code = run(Command::new(require_tool("curl"))
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
         .arg(format!(
             "http://127.0.0.1:{http_port}/.well-known/acme-challenge/unknown-token"

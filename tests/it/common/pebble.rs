@@ -191,7 +191,7 @@ impl Pebble {
         self.pebble = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let ok = Command::new("curl")
+            let ok = Command::new(require_tool("curl"))
                 .args(["-sf", "-o", "/dev/null", "--cacert"])
                 .arg(&self.api_ca)
                 .arg(&self.directory)
@@ -222,7 +222,7 @@ impl Pebble {
     /// Pebble's issuing root (fetched from its management API), written to a file.
     pub fn root(&self) -> PathBuf {
         let path = self.dir.path().join("root.pem");
-        let out = Command::new("curl")
+        let out = Command::new(require_tool("curl"))
             .args(["-sf", "--cacert"])
             .arg(&self.api_ca)
             .arg(format!("https://127.0.0.1:{}/roots/0", self.mgmt_port))
