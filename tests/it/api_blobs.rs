@@ -127,23 +127,67 @@ async fn unknown_and_invalid_digests() {
     }
 }
 
+/// Every file under the test's folder (data directory and around it) with its length,
+/// but the database's own files, which any request may write.
+fn files_and_lengths(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut out: Vec<_> = walk(dir)
+        .into_iter()
+        .filter(|p| {
+            !p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("berth.db")
+        })
+        .map(|p| {
+            let len = std::fs::metadata(&p).unwrap().len();
+            (p, len)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 #[tokio::test]
 async fn traversal_forms_never_reach_the_filesystem() {
     let app = TestApp::new();
+    app.push_blob("a", b"some bytes").await;
+    let before = files_and_lengths(app.dir.path());
+    let empty = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
     for p in [
-        "/v2/../../etc/passwd/blobs/sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-        "/v2/a/..%2F..%2Fetc/tags/list",
-        "/v2/%2e%2e/manifests/latest",
-        "/v2/a/blobs/uploads/..%2F..%2Fberth.db",
-        "/v2/a/blobs/uploads/../../berth.db",
+        format!("/v2/../../etc/passwd/blobs/{empty}"),
+        "/v2/a/..%2F..%2Fetc/tags/list".to_string(),
+        "/v2/%2e%2e/manifests/latest".to_string(),
+        "/v2/a/blobs/uploads/..%2F..%2Fberth.db".to_string(),
+        "/v2/a/blobs/uploads/../../berth.db".to_string(),
+        "/v2/a/blobs/uploads/..%2F..%2Fblobs".to_string(),
     ] {
-        let r = app.get(p).await;
-        assert!(r.status.is_client_error(), "{p}: {}", r.status);
-        assert!(
-            ["NAME_INVALID", "BLOB_UPLOAD_UNKNOWN", "NOT_FOUND"].contains(&r.error_code().as_str()),
-            "{p}"
-        );
+        for method in ["GET", "HEAD", "PATCH", "PUT", "DELETE"] {
+            let target = match method {
+                "PUT" => format!("{p}?digest={empty}"),
+                _ => p.clone(),
+            };
+            let r = app.call(method, &target, &[], "overwrite").await;
+            assert!(r.status.is_client_error(), "{method} {p}: {}", r.status);
+            if method != "HEAD" {
+                let code = r.error_code();
+                assert!(
+                    [
+                        "NAME_INVALID",
+                        "BLOB_UPLOAD_UNKNOWN",
+                        "NOT_FOUND",
+                        "UNSUPPORTED"
+                    ]
+                    .contains(&code.as_str()),
+                    "{method} {p}: {code}"
+                );
+            }
+        }
     }
+    assert_eq!(
+        files_and_lengths(app.dir.path()),
+        before,
+        "no file was created, removed or changed"
+    );
 }
 
 #[tokio::test]

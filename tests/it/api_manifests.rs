@@ -77,6 +77,25 @@ async fn docker_schema2_and_manifest_list() {
     let r = app.get("/v2/multi/manifests/latest").await;
     assert_eq!(r.header("content-type"), Some(DOCKER_LIST));
     assert_eq!(r.body.as_ref(), &bytes[..]);
+    // An OCI index of OCI images, by tag and by digest, byte for byte.
+    let (_, oci) = app.push_image("multi", "oci", OCI_MANIFEST, 4).await;
+    let index = json!({"schemaVersion":2,"mediaType":OCI_INDEX,"manifests":[
+        {"mediaType":OCI_MANIFEST,"digest":oci,"size":1,"platform":{"architecture":"amd64","os":"linux"}}],
+        "annotations":{"org.example":"index"}});
+    let bytes = serde_json::to_vec_pretty(&index).unwrap();
+    app.put_manifest("multi", "index", OCI_INDEX, &bytes)
+        .await
+        .assert(201);
+    for reference in ["index".to_string(), digest_of(&bytes).to_string()] {
+        let r = app.get(&format!("/v2/multi/manifests/{reference}")).await;
+        r.assert(200);
+        assert_eq!(r.header("content-type"), Some(OCI_INDEX));
+        assert_eq!(r.body.as_ref(), &bytes[..], "{reference}");
+        assert_eq!(
+            r.header("docker-content-digest"),
+            Some(digest_of(&bytes).to_string().as_str())
+        );
+    }
     // An index whose child is missing is refused.
     let missing = json!({"schemaVersion":2,"mediaType":OCI_INDEX,"manifests":[
         {"mediaType":OCI_MANIFEST,"digest":digest_of(b"no such manifest"),"size":1}]});

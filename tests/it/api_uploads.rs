@@ -68,7 +68,8 @@ async fn chunked_upload_with_content_range_and_status() {
     let r = app.get(&loc).await;
     r.assert(204);
     assert_eq!(r.header("range"), Some("0-0"));
-    assert!(r.header("docker-upload-uuid").is_some());
+    let id = loc.rsplit('/').next().unwrap();
+    assert_eq!(r.header("docker-upload-uuid"), Some(id));
 
     let r = app
         .call(
