@@ -519,3 +519,63 @@ async fn upload_session_survives_a_restart() {
         "exact"
     );
 }
+
+/// SIGTERM while a push is mid-body: the server lets that request finish (202 with every
+/// byte), then exits cleanly, and the bytes are in the session after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_request_in_flight_finish() {
+    const PIECE: usize = 1 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = Server::start(&data, &[]);
+    let client = client();
+    let base = server.url("");
+    let r = client
+        .post(server.url("/v2/term/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let loc = absolute(&base, r.headers()[LOCATION].to_str().unwrap());
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+    });
+    let patch = tokio::spawn(
+        client
+            .patch(&loc)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(body))
+            .send(),
+    );
+    tx.send(Bytes::from(vec![1u8; PIECE])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.signal_term();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tx.send(Bytes::from(vec![2u8; PIECE])).await.unwrap();
+    drop(tx);
+    let r = patch.await.unwrap().unwrap();
+    assert_eq!(r.status().as_u16(), 202, "the request in flight finishes");
+    assert_eq!(
+        r.headers()[RANGE].to_str().unwrap(),
+        format!("0-{}", 2 * PIECE - 1)
+    );
+    let status = tokio::task::spawn_blocking(move || (server.wait(), server))
+        .await
+        .unwrap();
+    assert!(status.0.success(), "clean exit, got {}", status.0);
+    drop(status.1);
+
+    let server = Server::start(&data, &[]);
+    let r = client
+        .get(server.url(loc.strip_prefix(&base).unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(
+        r.headers()[RANGE].to_str().unwrap(),
+        format!("0-{}", 2 * PIECE - 1)
+    );
+}

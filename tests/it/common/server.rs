@@ -123,10 +123,20 @@ impl Server {
 
     /// SIGTERM and wait for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal_term();
+        self.child.wait().unwrap()
+    }
+
+    /// SIGTERM, without waiting.
+    pub fn signal_term(&self) {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
+    }
+
+    /// Wait for the server to exit by itself.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
         self.child.wait().unwrap()
     }
 }
