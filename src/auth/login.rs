@@ -7,7 +7,7 @@ use super::{
     Auth, AuthError, Holder, PASSWORD_CACHE_TTL, Subject, TOUCH_EVERY, password, read_subject,
     secret,
 };
-use crate::db::{DbError, audit, settings, tokens, users};
+use crate::db::{DbError, settings, tokens, users};
 
 impl Auth {
     /// Check a name and password (or robot secret), throttled and audited on failure.
@@ -33,20 +33,7 @@ impl Auth {
             }
             None => {
                 self.throttle.failure(addr, user, now);
-                let (actor, addr) = (user.to_string(), addr.to_string());
-                self.db
-                    .write(move |tx| {
-                        audit::insert(
-                            tx,
-                            &audit::Entry {
-                                at: now,
-                                actor: Some(actor),
-                                client_addr: Some(addr),
-                                action: "login.failed".into(),
-                                detail: None,
-                            },
-                        )
-                    })
+                self.record(Some(user.to_string()), addr, "login.failed", None)
                     .await?;
                 Err(AuthError::Unauthorized("invalid username or password"))
             }

@@ -193,12 +193,24 @@ impl Auth {
         action: &str,
         detail: String,
     ) -> Result<(), AuthError> {
+        self.record(subject.name.clone(), addr, action, Some(detail))
+            .await
+    }
+
+    /// Write an audit entry now, by `actor` from `addr`.
+    async fn record(
+        &self,
+        actor: Option<String>,
+        addr: &str,
+        action: &str,
+        detail: Option<String>,
+    ) -> Result<(), AuthError> {
         let e = audit::Entry {
             at: self.now(),
-            actor: subject.name.clone(),
+            actor,
             client_addr: Some(addr.to_string()),
             action: action.to_string(),
-            detail: Some(detail),
+            detail,
         };
         Ok(self.db.write(move |tx| audit::insert(tx, &e)).await?)
     }
