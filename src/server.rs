@@ -16,7 +16,10 @@ use axum::routing::any;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use axum_server::accept::DefaultAcceptor;
+
 use crate::config::TlsMode;
+use crate::http::serve::{Connections, Limits, serve};
 use crate::state::AppState;
 use crate::tls;
 
@@ -53,7 +56,7 @@ pub async fn run(
     tls::install_default_provider();
     let (stop_tx, stop_rx) = watch::channel(false);
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
-    let handle = axum_server::Handle::new();
+    let conns = Connections::new(limits(&state.config.limits));
     let mut tasks: Vec<JoinHandle<std::io::Result<()>>> = Vec::new();
     let flusher = tokio::spawn(flush_pulls(state.clone(), stop_rx.clone()));
 
@@ -63,11 +66,13 @@ pub async fn run(
         app = app.layer(axum::middleware::from_fn(crate::http::hsts));
     }
     let https_port = listeners.main.local_addr()?.port();
+    let main = tokio::net::TcpListener::from_std(listeners.main)?;
     let mut http01 = None;
+    let stop = || stop_rx.clone();
     match mode {
         TlsMode::Off => {
-            let listener = tokio::net::TcpListener::from_std(listeners.main)?;
-            tasks.push(tokio::spawn(plain(listener, app, stop_rx.clone())));
+            let s = serve(main, DefaultAcceptor, app, conns.clone(), false, stop());
+            tasks.push(tokio::spawn(s));
         }
         TlsMode::Files => {
             let t = &state.config.tls;
@@ -82,23 +87,17 @@ pub async fn run(
             .await?
             .map_err(|e| anyhow::anyhow!(e))?;
             let config = axum_server::tls_rustls::RustlsConfig::from_config(config);
-            tokio::spawn(tls::watch_files(config.clone(), cert, key, stop_rx.clone()));
-            let server =
-                axum_server::from_tcp_rustls(listeners.main, config)?.handle(handle.clone());
-            tasks.push(tokio::spawn(
-                server.serve(app.into_make_service_with_connect_info::<SocketAddr>()),
-            ));
+            tokio::spawn(tls::watch_files(config.clone(), cert, key, stop()));
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config);
+            let s = serve(main, acceptor, app, conns.clone(), true, stop());
+            tasks.push(tokio::spawn(s));
         }
         TlsMode::Acme => {
-            let acme = tls::acme::start(&state.config.tls, &state.config.data_dir, stop_rx.clone())
+            let acme = tls::acme::start(&state.config.tls, &state.config.data_dir, stop())
                 .map_err(|e| anyhow::anyhow!(e))?;
             http01 = acme.http01;
-            let server = axum_server::from_tcp(listeners.main)?
-                .acceptor(acme.acceptor)
-                .handle(handle.clone());
-            tasks.push(tokio::spawn(
-                server.serve(app.into_make_service_with_connect_info::<SocketAddr>()),
-            ));
+            let s = serve(main, acme.acceptor, app, conns.clone(), true, stop());
+            tasks.push(tokio::spawn(s));
         }
     }
     if let Some(http) = listeners.http {
@@ -110,7 +109,15 @@ pub async fn run(
             .fallback(any(crate::http::redirect_to_https))
             .with_state(https_port);
         let listener = tokio::net::TcpListener::from_std(http)?;
-        tasks.push(tokio::spawn(plain(listener, redirect, stop_rx.clone())));
+        let s = serve(
+            listener,
+            DefaultAcceptor,
+            redirect,
+            conns.clone(),
+            false,
+            stop(),
+        );
+        tasks.push(tokio::spawn(s));
     }
 
     // Run until the signal, or until a listener fails.
@@ -126,16 +133,15 @@ pub async fn run(
             });
         }
     }
+    // Listeners stop accepting; each connection finishes its request in flight and closes.
     let _ = stop_tx.send(true);
-    handle.graceful_shutdown(Some(grace));
-    let drained = tokio::time::timeout(
-        grace + Duration::from_secs(1),
-        futures_util::future::join_all(tasks),
-    )
-    .await;
-    if drained.is_err() {
+    for t in tasks {
+        t.abort();
+    }
+    if tokio::time::timeout(grace, conns.drained()).await.is_err() {
         tracing::warn!(
             secs = grace.as_secs(),
+            open = conns.count(),
             "requests still running after the grace period; stopping anyway"
         );
     }
@@ -149,20 +155,24 @@ pub async fn run(
     }
 }
 
-/// axum's own server for plain HTTP, with the peer address available to handlers.
-async fn plain(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    mut stop: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stop.wait_for(|s| *s).await;
-    })
-    .await
+/// The listeners' limits from the configuration, the cap fitted to the file limit (raised to
+/// its hard limit first).
+fn limits(l: &crate::config::Limits) -> Limits {
+    let files = crate::http::serve::raise_file_limit();
+    let max_connections = crate::http::serve::fitting_cap(l.max_connections, files);
+    if max_connections < l.max_connections {
+        tracing::warn!(
+            configured = l.max_connections,
+            max_connections,
+            file_limit = files,
+            "the open-file limit allows fewer connections than configured"
+        );
+    }
+    Limits {
+        max_connections,
+        header_timeout: Duration::from_secs(l.header_timeout_secs),
+        idle_timeout: Duration::from_secs(l.idle_timeout_secs),
+    }
 }
 
 async fn flush_pulls(state: AppState, mut stop: watch::Receiver<bool>) {
@@ -175,6 +185,40 @@ async fn flush_pulls(state: AppState, mut stop: watch::Receiver<bool>) {
             tracing::warn!(error = %e, "could not record pull times");
         }
     }
+}
+
+/// How long after the grace period a process that has not stopped is ended anyway.
+const WATCHDOG_MARGIN: Duration = Duration::from_secs(5);
+
+/// Watch for ctrl-c and SIGTERM on a thread of its own, outside the server's runtime, so that
+/// they are seen even when every worker is busy. The receiver completes on the first signal;
+/// if the process is still running `grace` plus a margin later (or on a second signal), it
+/// is ended with exit code 1. Acknowledged writes are on disk already, so nothing is lost.
+pub fn signal_watchdog(grace: Duration) -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal watcher")?;
+    std::thread::Builder::new()
+        .name("berth-signals".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                shutdown_signal().await;
+                let _ = tx.send(());
+                tokio::select! {
+                    _ = tokio::time::sleep(grace + WATCHDOG_MARGIN) => {
+                        eprintln!("berth: still running {}s after the signal; exiting now", (grace + WATCHDOG_MARGIN).as_secs());
+                    }
+                    _ = shutdown_signal() => {
+                        eprintln!("berth: second signal; exiting now");
+                    }
+                }
+                std::process::exit(1);
+            })
+        })
+        .context("cannot start the signal watcher")?;
+    Ok(rx)
 }
 
 /// Completes on ctrl-c or SIGTERM.

@@ -22,9 +22,13 @@ impl AppState {
     /// Open the data directory: database (migrated) and blob store. Blocking; start-up only.
     pub fn open(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<AppState> {
         use anyhow::Context as _;
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!("cannot create data directory {}", config.data_dir.display())
+        let repaired = storage::secure::secure_data_dir(&config.data_dir).with_context(|| {
+            format!(
+                "cannot secure the data directory {}",
+                config.data_dir.display()
+            )
         })?;
+        warn_repaired(&repaired);
         let (db_sync, blob_sync) = match config.durability {
             config::Durability::PowerLoss => (db::Durability::PowerLoss, storage::Sync::Always),
             config::Durability::ProcessCrash => {
@@ -32,6 +36,13 @@ impl AppState {
             }
         };
         let db_path = config.data_dir.join("berth.db");
+        // SQLite gives its -wal and -shm files the mode of the database file: make that 0600
+        // before SQLite creates it (an empty file is an empty database).
+        storage::secure::file_options()
+            .append(true)
+            .create(true)
+            .open(&db_path)
+            .with_context(|| format!("cannot create database {}", db_path.display()))?;
         let db = Db::open(&db_path, db_sync)
             .with_context(|| format!("cannot open database {}", db_path.display()))?;
         let store = Store::open(&config.data_dir, blob_sync)
@@ -45,6 +56,22 @@ impl AppState {
             registry: Registry::new(db, store, clock),
             auth,
         })
+    }
+}
+
+/// Say what start-up had to make private (group or other permissions taken away).
+pub fn warn_repaired(repaired: &[std::path::PathBuf]) {
+    if let Some(first) = repaired.first() {
+        tracing::warn!(
+            count = repaired.len(),
+            first = %first.display(),
+            "the data directory was readable by other accounts; made it owner-only"
+        );
+        eprintln!(
+            "berth: warning: {} path(s) in the data directory were readable by other accounts (first: {}); made them owner-only",
+            repaired.len(),
+            first.display()
+        );
     }
 }
 

@@ -2,11 +2,13 @@
 //! (argon2 and SQLite): the CLI calls them directly, the server on the blocking pool. Every
 //! change is one transaction, with its audit entry.
 
-use crate::db::{Conn, Db, DbError, audit, tokens, users};
+use crate::db::{Conn, Db, DbError, audit, users};
 
 use super::password;
 use super::pattern::{Actions, Pattern, PatternError};
-use super::secret::Secret;
+pub use super::robots::{
+    TokenInfo, create_token, list_tokens, parse_scope, remove_token, revoke_token, rotate_token,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
@@ -24,6 +26,10 @@ pub enum AccountError {
     NoSuchToken(String),
     #[error("token {0:?} is already revoked")]
     AlreadyRevoked(String),
+    #[error("token {0:?} is revoked or expired; create a new one")]
+    NotActive(String),
+    #[error("token {0:?} is still active; revoke it first")]
+    StillActive(String),
     #[error("user {0:?} has no grant on {1:?}")]
     NoSuchGrant(String, String),
     #[error("{0}")]
@@ -50,7 +56,7 @@ pub const CLI: Actor<'static> = Actor {
     addr: "local",
 };
 
-fn valid_name(s: &str) -> Result<(), AccountError> {
+pub(super) fn valid_name(s: &str) -> Result<(), AccountError> {
     let b = s.as_bytes();
     let ok = !b.is_empty()
         && b.len() <= 64
@@ -64,7 +70,7 @@ fn valid_name(s: &str) -> Result<(), AccountError> {
     }
 }
 
-fn log(
+pub(super) fn log(
     tx: &Conn,
     now: i64,
     actor: &Actor<'_>,
@@ -111,7 +117,7 @@ pub fn add_user(
     })
 }
 
-fn user_id(tx: &Conn, name: &str) -> Result<i64, AccountError> {
+pub(super) fn user_id(tx: &Conn, name: &str) -> Result<i64, AccountError> {
     users::by_name(tx, name)?
         .map(|u| u.id)
         .ok_or_else(|| AccountError::NoSuchUser(name.to_string()))
@@ -228,96 +234,6 @@ pub fn list_users(db: &Db) -> Result<Vec<UserInfo>, AccountError> {
             out.push(UserInfo { user, grants });
         }
         Ok(out)
-    })
-}
-
-/// Parse `PATTERN:ACTIONS`.
-pub fn parse_scope(s: &str) -> Result<(Pattern, Actions), AccountError> {
-    let (p, a) = s
-        .rsplit_once(':')
-        .ok_or_else(|| AccountError::Scope(s.to_string()))?;
-    let actions = Actions::parse(a)?;
-    if actions.is_empty() {
-        return Err(AccountError::Scope(s.to_string()));
-    }
-    Ok((Pattern::parse(p)?, actions))
-}
-
-/// Create a robot token; the secret is returned once and never stored.
-pub fn create_token(
-    db: &Db,
-    now: i64,
-    actor: &Actor<'_>,
-    owner: &str,
-    name: &str,
-    scopes: &[(Pattern, Actions)],
-    expires_at: Option<i64>,
-) -> Result<Secret, AccountError> {
-    valid_name(name)?;
-    let secret = Secret::generate().map_err(AccountError::Internal)?;
-    let rows: Vec<(String, String)> = scopes
-        .iter()
-        .map(|(p, a)| (p.to_string(), a.to_string()))
-        .collect();
-    db.write_blocking(|tx| {
-        let user_id = user_id(tx, owner)?;
-        let new = tokens::NewToken {
-            name,
-            user_id,
-            secret_sha256: &secret.sha256(),
-            expires_at,
-            scopes: &rows,
-            now,
-        };
-        if tokens::insert(tx, &new)?.is_none() {
-            return Err(AccountError::TokenExists(name.to_string()));
-        }
-        let scope_text: Vec<String> = rows.iter().map(|(p, a)| format!("{p}:{a}")).collect();
-        log(
-            tx,
-            now,
-            actor,
-            "token.create",
-            format!("{name} of {owner} [{}]", scope_text.join(" ")),
-        )?;
-        Ok(())
-    })?;
-    Ok(secret)
-}
-
-pub struct TokenInfo {
-    pub token: tokens::Token,
-    pub scopes: Vec<(String, String)>,
-}
-
-pub fn list_tokens(db: &Db, owner: Option<&str>) -> Result<Vec<TokenInfo>, AccountError> {
-    db.read_blocking(|c| {
-        let user_id = match owner {
-            Some(o) => Some(
-                users::by_name(c, o)?
-                    .ok_or_else(|| AccountError::NoSuchUser(o.to_string()))?
-                    .id,
-            ),
-            None => None,
-        };
-        let mut out = Vec::new();
-        for token in tokens::list(c, user_id)? {
-            let scopes = tokens::scopes(c, token.id)?;
-            out.push(TokenInfo { token, scopes });
-        }
-        Ok(out)
-    })
-}
-
-pub fn revoke_token(db: &Db, now: i64, actor: &Actor<'_>, name: &str) -> Result<(), AccountError> {
-    db.write_blocking(|tx| {
-        let t = tokens::by_name(tx, name)?
-            .ok_or_else(|| AccountError::NoSuchToken(name.to_string()))?;
-        if !tokens::revoke(tx, t.id, now)? {
-            return Err(AccountError::AlreadyRevoked(name.to_string()));
-        }
-        log(tx, now, actor, "token.revoke", name.to_string())?;
-        Ok(())
     })
 }
 

@@ -25,9 +25,12 @@ pub enum Holder {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: Holder,
-    /// Issued at, seconds since the epoch: a holder created later (a reused row id) is not
-    /// the one the token was issued to.
+    /// Issued at, seconds since the epoch.
     pub iat: i64,
+    /// The holder's stamp when the token was issued: a different one now means the password
+    /// changed, the user was disabled or enabled, the robot token rotated, or the row id
+    /// belongs to a new holder.
+    pub st: i64,
     /// Expiry, seconds since the epoch.
     pub exp: i64,
     /// Granted access: repository name (or `*` for the catalog) and actions (`pull,push`).
@@ -62,6 +65,7 @@ mod tests {
         let c = Claims {
             sub: Holder::Robot(4),
             iat: 1,
+            st: 42,
             exp: 99,
             acc: vec![("a/b".into(), "pull".into())],
         };

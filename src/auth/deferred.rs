@@ -58,7 +58,7 @@ impl Auth {
         if let Credentials::Basic { user, .. } = creds {
             self.throttle.success(addr, user);
             if let Holder::Robot(id) = d.subject.holder {
-                self.touch_token(id, addr).await;
+                self.touch_token(id, addr);
             }
         }
     }

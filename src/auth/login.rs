@@ -7,6 +7,9 @@ use super::{
     Auth, AuthError, Holder, PASSWORD_CACHE_TTL, Subject, TOUCH_EVERY, password, read_subject,
     secret,
 };
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use crate::db::{DbError, settings, tokens, users};
 
 impl Auth {
@@ -21,23 +24,57 @@ impl Auth {
         if let Some(wait) = self.throttle.locked(addr, user, now) {
             return Err(AuthError::Locked(wait));
         }
-        let found = if secret::is_robot_secret(password) {
-            self.robot_login(user, password, addr).await?
-        } else {
-            self.password_login(user, password).await?
-        };
-        match found {
-            Some(s) => {
-                self.throttle.success(addr, user);
-                Ok(s)
-            }
+        if secret::is_robot_secret(password) {
+            // A hash lookup: nothing to guess at (the secret is 256 random bits), so a failure
+            // is counted when it is known.
+            return match self.robot_login(user, password, addr).await? {
+                Some(s) => {
+                    self.throttle.success(addr, user);
+                    Ok(s)
+                }
+                None => {
+                    self.throttle.failure(addr, user, now);
+                    self.login_failed(user, addr, true);
+                    Err(AuthError::Unauthorized("invalid username or password"))
+                }
+            };
+        }
+        match self.password_login(user, password, addr).await? {
+            Some(s) => Ok(s),
             None => {
-                self.throttle.failure(addr, user, now);
-                self.record(Some(user.to_string()), addr, "login.failed", None)
-                    .await?;
+                self.login_failed(user, addr, false);
                 Err(AuthError::Unauthorized("invalid username or password"))
             }
         }
+    }
+
+    /// Audit a failed login without making the answer wait for the write. A name that is
+    /// not an account is not stored as typed: people type passwords into the name field.
+    fn login_failed(&self, user: &str, addr: &str, robot: bool) {
+        let (auth, user, addr) = (self.clone(), user.to_string(), addr.to_string());
+        tokio::spawn(async move {
+            let known = auth
+                .db
+                .read(move |c| -> Result<(bool, String), DbError> {
+                    let known = if robot {
+                        tokens::by_name(c, &user)?.is_some()
+                    } else {
+                        users::by_name(c, &user)?.is_some()
+                    };
+                    Ok((known, user))
+                })
+                .await;
+            let actor = match known {
+                Ok((true, user)) => user,
+                Ok((false, user)) => {
+                    format!("(unknown name {})", &secret::sha256_hex(&user)[..12])
+                }
+                Err(_) => "(unknown name)".to_string(),
+            };
+            if let Err(e) = auth.record(Some(actor), &addr, "login.failed", None).await {
+                tracing::warn!(error = %e, "could not audit a failed login");
+            }
+        });
     }
 
     /// One database read: the epoch, and on a cache miss the token by the hash of its secret
@@ -60,12 +97,12 @@ impl Auth {
         // The name given must be the token's.
         let subject = subject.filter(|s| s.name.as_deref() == Some(name));
         if let Some(Holder::Robot(id)) = subject.as_ref().map(|s| &s.holder) {
-            self.touch_token(*id, addr).await;
+            self.touch_token(*id, addr);
         }
         Ok(subject)
     }
 
-    pub(super) async fn touch_token(&self, id: i64, addr: &str) {
+    pub(super) fn touch_token(&self, id: i64, addr: &str) {
         let now = self.now();
         {
             let mut t = self.touched.lock().unwrap_or_else(|p| p.into_inner());
@@ -74,14 +111,13 @@ impl Auth {
             }
             t.insert(id, now);
         }
-        let addr = addr.to_string();
-        if let Err(e) = self
-            .db
-            .write(move |tx| tokens::touch(tx, id, now, &addr))
-            .await
-        {
-            tracing::warn!(error = %e, "could not record a token's last use");
-        }
+        // Bookkeeping: the request does not wait for it (nor for a busy database).
+        let (db, addr) = (self.db.clone(), addr.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = db.write(move |tx| tokens::touch(tx, id, now, &addr)).await {
+                tracing::warn!(error = %e, "could not record a token's last use");
+            }
+        });
     }
 
     /// One database read: the epoch, and on a cache miss the user and their state; argon2
@@ -91,14 +127,91 @@ impl Auth {
         &self,
         name: &str,
         password: &str,
+        addr: &str,
     ) -> Result<Option<Subject>, AuthError> {
         let key = password_key(name, password);
-        let (now, cache, n, k) = (
-            self.now(),
-            self.cache.clone(),
-            name.to_string(),
-            key.clone(),
-        );
+        let now = self.now();
+        let found = self.lookup(name, &key, now).await?;
+        if let Lookup::Hit(s) = found {
+            self.throttle.success(addr, name);
+            return Ok(Some(s));
+        }
+        // One check at a time per name and password: requests sent together with the same
+        // credentials (a client that sends Basic on every request) wait for the first check
+        // and are answered from the cache, rather than each counting as an attempt.
+        let _flight = self.flights.enter(&key).await;
+        let found = self.lookup(name, &key, now).await?;
+        if !matches!(found, Lookup::Hit(_)) {
+            // Whatever was cached for this name and password is out of date: forget it, so
+            // that nothing answers from it, and cache it again below if it is still good.
+            self.cache.remove(&key);
+        }
+        let miss = match found {
+            Lookup::Hit(s) => {
+                self.throttle.success(addr, name);
+                return Ok(Some(s));
+            }
+            Lookup::Miss {
+                user_id,
+                hash,
+                subject,
+                epoch,
+            } => Some((user_id, hash, subject, epoch)),
+            Lookup::Unknown => None,
+        };
+        // From here on the password is checked: the attempt counts as a failure until it
+        // succeeds, so guesses sent at once cannot all be checked.
+        self.throttle
+            .begin(addr, name, now)
+            .map_err(AuthError::Locked)?;
+        let Some((user_id, hash, subject, epoch)) = miss else {
+            // Spend the same time as for a real user, so names cannot be probed by timing.
+            let p = password.to_string();
+            let _permit = self.argon2.acquire().await;
+            let _ = tokio::task::spawn_blocking(move || password::verify(&p, dummy_hash())).await;
+            return Ok(None);
+        };
+        let p = password.to_string();
+        let permit = self.argon2.acquire().await;
+        let ok = tokio::task::spawn_blocking(move || password::verify(&p, &hash))
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        drop(permit);
+        if !ok {
+            return Ok(None);
+        }
+        self.throttle.succeeded(addr, name);
+        // Bookkeeping: the answer does not wait for it (nor for a busy database).
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            if let Err(e) = db
+                .write(move |tx| users::touch_login(tx, user_id, now))
+                .await
+            {
+                tracing::warn!(error = %e, "could not record a login time");
+            }
+        });
+        // `None` here: the password is right but the user is disabled.
+        if let Some(s) = &subject {
+            self.cache.put(
+                key,
+                cache::Entry {
+                    subject: s.clone(),
+                    epoch,
+                    expires_at: None,
+                    at: now,
+                },
+            );
+        }
+        Ok(subject)
+    }
+}
+
+impl Auth {
+    /// One database read: the auth epoch and, unless `key` is cached at that epoch, the user
+    /// and their state.
+    async fn lookup(&self, name: &str, key: &str, now: i64) -> Result<Lookup, AuthError> {
+        let (cache, n, k) = (self.cache.clone(), name.to_string(), key.to_string());
         let found = self
             .db
             .read(move |c| -> Result<_, DbError> {
@@ -118,53 +231,46 @@ impl Auth {
                 })
             })
             .await?;
-        if !matches!(found, Lookup::Hit(_)) {
-            // Whatever was cached for this name and password is out of date: forget it, so
-            // that nothing answers from it, and cache it again below if it is still good.
-            self.cache.remove(&key);
-        }
-        let (user_id, hash, subject, epoch) = match found {
-            Lookup::Hit(s) => return Ok(Some(s)),
-            Lookup::Miss {
-                user_id,
-                hash,
-                subject,
-                epoch,
-            } => (user_id, hash, subject, epoch),
-            Lookup::Unknown => {
-                // Spend the same time as for a real user, so names cannot be probed by timing.
-                let p = password.to_string();
-                let _permit = self.argon2.acquire().await;
-                let _ =
-                    tokio::task::spawn_blocking(move || password::verify(&p, dummy_hash())).await;
-                return Ok(None);
-            }
+        Ok(found)
+    }
+}
+
+/// Password checks in flight, by cache key: a second request with the same name and password
+/// waits for the first check instead of starting its own.
+#[derive(Default)]
+pub(super) struct Flights(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+/// Held while a check runs; the entry goes when its last holder is done.
+pub(super) struct Flight<'a> {
+    flights: &'a Flights,
+    key: String,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Flights {
+    pub(super) async fn enter(&self, key: &str) -> Flight<'_> {
+        let lock = {
+            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(key.to_string()).or_default().clone()
         };
-        let p = password.to_string();
-        let permit = self.argon2.acquire().await;
-        let ok = tokio::task::spawn_blocking(move || password::verify(&p, &hash))
-            .await
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
-        drop(permit);
-        if !ok {
-            return Ok(None);
+        Flight {
+            flights: self,
+            key: key.to_string(),
+            _guard: lock.lock_owned().await,
         }
-        self.db
-            .write(move |tx| users::touch_login(tx, user_id, now))
-            .await?;
-        // `None` here: the password is right but the user is disabled.
-        if let Some(s) = &subject {
-            self.cache.put(
-                key,
-                cache::Entry {
-                    subject: s.clone(),
-                    epoch,
-                    expires_at: None,
-                    at: now,
-                },
-            );
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        let mut map = self.flights.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Only the map's own reference left besides ours: nobody is waiting.
+        if map
+            .get(&self.key)
+            .is_some_and(|l| Arc::strong_count(l) <= 2)
+        {
+            map.remove(&self.key);
         }
-        Ok(subject)
     }
 }
 

@@ -16,6 +16,7 @@ mod deferred;
 mod login;
 pub mod password;
 pub mod pattern;
+mod robots;
 pub mod secret;
 mod subject;
 pub mod throttle;
@@ -80,6 +81,7 @@ pub struct Auth {
     /// a flood of logins cannot exhaust memory or the blocking pool.
     argon2: Arc<tokio::sync::Semaphore>,
     touched: Arc<Mutex<HashMap<i64, i64>>>,
+    flights: Arc<login::Flights>,
 }
 
 impl Auth {
@@ -99,6 +101,7 @@ impl Auth {
                 std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
             )),
             touched: Arc::default(),
+            flights: Arc::default(),
         })
     }
 
@@ -176,6 +179,7 @@ impl Auth {
         let claims = bearer::Claims {
             sub: subject.holder.clone(),
             iat: self.now(),
+            st: subject.stamp,
             exp: self.now() + TOKEN_TTL,
             acc: granted
                 .iter()
@@ -229,15 +233,15 @@ impl Auth {
 }
 
 /// A bearer token's subject: its holder's current `state`, limited to the token's access.
-/// `None` if the holder is gone, or was created after the token (a new holder reusing a
-/// deleted one's id).
+/// `None` if the holder is gone or its stamp changed since the token was issued (password
+/// change, disable or enable, rotation, or a new holder reusing a deleted one's id).
 fn bearer_subject(claims: &bearer::Claims, state: Option<Subject>) -> Option<Subject> {
     let access = claims
         .acc
         .iter()
         .filter_map(|(n, a)| Some((n.clone(), Actions::parse(a).ok()?)))
         .collect();
-    let subject = state.filter(|s| s.since <= claims.iat)?;
+    let subject = state.filter(|s| s.stamp == claims.st)?;
     Some(Subject {
         token_access: Some(access),
         ..subject
@@ -269,7 +273,7 @@ fn read_subject(
         Holder::Anonymous => {
             let s = Subject {
                 holder,
-                since: 0,
+                stamp: 0,
                 name: None,
                 admin: false,
                 grants: Vec::new(),
@@ -289,7 +293,7 @@ fn read_subject(
             }
             (
                 t.user_id,
-                Some((t.name, t.expires_at, t.created_at)),
+                Some((t.name, t.expires_at, t.stamp)),
                 Some(parse_rules(tokens::scopes(c, *id)?)),
             )
         }
@@ -305,13 +309,14 @@ fn read_subject(
     } else {
         parse_rules(users::grants(c, user.id)?)
     };
-    let (name, expires_at, since) = match token_name {
-        Some((name, expires_at, created)) => (name, expires_at, created),
-        None => (user.name, None, user.created_at),
+    // A robot's bearer tokens end with the robot's stamp or its owner's.
+    let (name, expires_at, stamp) = match token_name {
+        Some((name, expires_at, stamp)) => (name, expires_at, stamp ^ user.stamp),
+        None => (user.name, None, user.stamp),
     };
     let s = Subject {
         holder,
-        since,
+        stamp,
         name: Some(name),
         admin: user.is_admin,
         grants,

@@ -136,28 +136,73 @@ impl fmt::Display for Pattern {
     }
 }
 
-/// Iterative glob with backtracking to the last star; `*` stops at `/`, `**` does not.
+/// A glob as a set of states run over the name once (no backtracking): time is
+/// O(pattern × name) whatever the stars, so no pattern can make a match slow.
+/// `*` matches a run without `/`, `**` any run.
 fn glob(p: &[u8], s: &[u8]) -> bool {
-    if let Some(rest) = p.strip_prefix(b"**") {
-        return (0..=s.len()).any(|i| glob(rest, &s[i..]));
+    #[derive(Clone, Copy, PartialEq)]
+    enum Tok {
+        Lit(u8),
+        Star,
+        Any,
     }
-    match p.first() {
-        None => s.is_empty(),
-        Some(b'*') => {
-            let rest = &p[1..];
-            let mut i = 0;
-            loop {
-                if glob(rest, &s[i..]) {
-                    return true;
+    let mut toks: Vec<Tok> = Vec::with_capacity(p.len());
+    let mut i = 0;
+    while i < p.len() {
+        let t = if p[i] != b'*' {
+            Tok::Lit(p[i])
+        } else if p.get(i + 1) == Some(&b'*') {
+            i += 1;
+            Tok::Any
+        } else {
+            Tok::Star
+        };
+        i += 1;
+        // A star next to `**` adds nothing: `***` and `**` match the same names.
+        match (toks.last_mut(), t) {
+            (Some(last @ (Tok::Star | Tok::Any)), Tok::Star | Tok::Any) => {
+                if t == Tok::Any {
+                    *last = Tok::Any;
                 }
-                if i == s.len() || s[i] == b'/' {
-                    return false;
-                }
-                i += 1;
+            }
+            _ => toks.push(t),
+        }
+    }
+    let n = toks.len();
+    // States are positions in `toks`; a star may match nothing, so it also enables the next.
+    let close = |st: &mut Vec<bool>| {
+        for k in 0..n {
+            if st[k] && matches!(toks[k], Tok::Star | Tok::Any) {
+                st[k + 1] = true;
             }
         }
-        Some(&c) => s.first() == Some(&c) && glob(&p[1..], &s[1..]),
+    };
+    let mut cur = vec![false; n + 1];
+    cur[0] = true;
+    close(&mut cur);
+    let mut next = vec![false; n + 1];
+    for &c in s {
+        next.iter_mut().for_each(|x| *x = false);
+        let mut any = false;
+        for k in 0..n {
+            if !cur[k] {
+                continue;
+            }
+            match toks[k] {
+                Tok::Lit(l) if l == c => next[k + 1] = true,
+                Tok::Lit(_) => continue,
+                Tok::Star if c == b'/' => continue,
+                Tok::Star | Tok::Any => next[k] = true,
+            }
+            any = true;
+        }
+        if !any {
+            return false;
+        }
+        close(&mut next);
+        std::mem::swap(&mut cur, &mut next);
     }
+    cur[n]
 }
 
 #[cfg(test)]
@@ -181,6 +226,31 @@ mod tests {
         assert!(m("*-prod", "web-prod"));
         assert!(!m("*-prod", "x/web-prod"));
         assert!(m("**/cache", "a/b/cache"));
+        assert!(!m("**/cache", "cache"));
+        assert!(m("a/**/z", "a/b/c/z"));
+        assert!(m("a*b*c", "axxbyyc"));
+        assert!(!m("a*b*c", "axxbyy/c"));
+        assert!(m("***", "a/b"));
+        assert!(m("a/*", "a/"));
+    }
+
+    #[test]
+    fn pathological_patterns_match_quickly() {
+        // Backtracking over these took minutes; the state set takes microseconds.
+        let p = Pattern::parse("**a**a**a**a**a**a**a**a**a**a**a**a**b").unwrap();
+        let name = "a".repeat(250);
+        let start = std::time::Instant::now();
+        for _ in 0..100 {
+            assert!(!p.matches(&name));
+        }
+        let p2 = Pattern::parse("*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b").unwrap();
+        assert!(!p2.matches(&name));
+        assert!(p.matches(&format!("{name}b")));
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[test]

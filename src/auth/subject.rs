@@ -8,8 +8,9 @@ use super::pattern::{Action, Actions, Pattern};
 #[derive(Debug, Clone)]
 pub struct Subject {
     pub holder: Holder,
-    /// When the holder (user or robot token) was created.
-    pub since: i64,
+    /// The holder's stamp (`db::users`, `db::tokens`): bearer tokens name the one they were
+    /// issued under.
+    pub stamp: i64,
     /// User or token name, for the audit trail (`None` when anonymous).
     pub name: Option<String>,
     pub(super) admin: bool,
@@ -95,7 +96,7 @@ mod tests {
     ) -> Subject {
         Subject {
             holder,
-            since: 0,
+            stamp: 0,
             name: None,
             admin,
             grants: rules(grants),

@@ -76,6 +76,11 @@ pub enum TokenCommand {
     },
     /// Revoke a token, at once.
     Revoke { name: String },
+    /// Give a token a new secret, printed alone on stdout once: the old one is refused at
+    /// once; name, scopes and expiry stay (the login name of CI and clusters does not change).
+    Rotate { name: String },
+    /// Delete a revoked or expired token, so that its name can be used again.
+    Remove { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -96,6 +101,9 @@ fn open(data_dir: &Path) -> anyhow::Result<Db> {
             path.display()
         );
     }
+    let repaired = crate::storage::secure::secure_data_dir(data_dir)
+        .with_context(|| format!("cannot secure the data directory {}", data_dir.display()))?;
+    crate::state::warn_repaired(&repaired);
     Db::open(&path, db::Durability::PowerLoss)
         .with_context(|| format!("cannot open {}", path.display()))
 }
@@ -169,11 +177,16 @@ pub fn user(data_dir: &Path, cmd: UserCommand) -> anyhow::Result<()> {
             }
         }
         UserCommand::List => {
+            let users = accounts::list_users(&db)?;
+            if users.is_empty() {
+                println!("no users");
+                return Ok(());
+            }
             println!(
                 "{:<20} {:<6} {:<9} {:<21} GRANTS",
                 "NAME", "ADMIN", "STATE", "LAST LOGIN"
             );
-            for u in accounts::list_users(&db)? {
+            for u in users {
                 let grants: Vec<String> =
                     u.grants.iter().map(|(p, a)| format!("{p}:{a}")).collect();
                 println!(
@@ -228,11 +241,19 @@ pub fn token(data_dir: &Path, cmd: TokenCommand) -> anyhow::Result<()> {
             println!("{}", secret.expose());
         }
         TokenCommand::List { user } => {
+            let list = accounts::list_tokens(&db, user.as_deref())?;
+            if list.is_empty() {
+                match user {
+                    Some(u) => println!("no tokens of user {u}"),
+                    None => println!("no tokens"),
+                }
+                return Ok(());
+            }
             println!(
                 "{:<20} {:<14} {:<8} {:<21} {:<21} {:<16} SCOPES",
                 "NAME", "USER", "STATE", "EXPIRES", "LAST USED", "FROM"
             );
-            for t in accounts::list_tokens(&db, user.as_deref())? {
+            for t in list {
                 let tk = &t.token;
                 let state = if tk.revoked_at.is_some() {
                     "revoked"
@@ -256,6 +277,11 @@ pub fn token(data_dir: &Path, cmd: TokenCommand) -> anyhow::Result<()> {
             }
         }
         TokenCommand::Revoke { name } => accounts::revoke_token(&db, now, &CLI, &name)?,
+        TokenCommand::Rotate { name } => {
+            let secret = accounts::rotate_token(&db, now, &CLI, &name)?;
+            println!("{}", secret.expose());
+        }
+        TokenCommand::Remove { name } => accounts::remove_token(&db, now, &CLI, &name)?,
     }
     Ok(())
 }
@@ -273,7 +299,12 @@ pub fn anonymous(data_dir: &Path, cmd: AnonymousCommand) -> anyhow::Result<()> {
             }
         }
         AnonymousCommand::List => {
-            for p in accounts::anonymous_patterns(&db)? {
+            let patterns = accounts::anonymous_patterns(&db)?;
+            if patterns.is_empty() {
+                // On stderr: stdout stays a list of patterns, one a line, for scripts.
+                eprintln!("no repository is open to anonymous pulls");
+            }
+            for p in patterns {
                 println!("{p}");
             }
         }

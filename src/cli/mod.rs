@@ -71,6 +71,8 @@ pub enum ConfigCommand {
 const EXIT_CONFIG: u8 = 2;
 
 pub fn main() -> ExitCode {
+    // Everything berth creates is its owner's alone: the database holds the token signing key.
+    crate::storage::secure::owner_only_umask();
     let cli = Cli::parse();
     let overrides = Overrides {
         listen: cli.listen.clone(),
@@ -155,11 +157,11 @@ fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
 
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::io::Write as _;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path)?;
+    let mut f = crate::storage::secure::file_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
     f.write_all(text.as_bytes())?;
     f.sync_all()
 }
@@ -203,7 +205,12 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let listeners = crate::server::Listeners::bind(listen, http_listen)?;
         let mode = state.config.tls.mode;
         tracing::info!(addr = %listeners.main.local_addr()?, tls = ?mode, http = ?http_listen, data_dir = %data_dir.display(), "berth is serving");
-        crate::server::run(state, listeners, crate::server::shutdown_signal()).await?;
+        let grace = std::time::Duration::from_secs(state.config.shutdown_grace_secs);
+        let signalled = crate::server::signal_watchdog(grace)?;
+        crate::server::run(state, listeners, async move {
+            let _ = signalled.await;
+        })
+        .await?;
         tracing::info!("stopped");
         Ok(())
     })

@@ -44,6 +44,31 @@ pub struct Config {
     pub trusted_proxies: Vec<String>,
     #[serde(default)]
     pub tls: Tls,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Limits of every listener (see `http::serve`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Connections open at once, over all listeners (lowered to what the file limit allows).
+    pub max_connections: usize,
+    /// Seconds for a TLS handshake and for a request's headers (also how long a kept-alive
+    /// HTTP/1.1 connection waits for its next request).
+    pub header_timeout_secs: u64,
+    /// Seconds a connection may stay open without a byte moving either way.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            header_timeout_secs: 30,
+            idle_timeout_secs: 120,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +90,7 @@ impl Default for Config {
             external_url: None,
             trusted_proxies: Vec::new(),
             tls: Tls::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -120,6 +146,12 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::Invalid(format!("log: {e} in {:?}", c.log)));
     }
     c.tls.validate().map_err(ConfigError::Invalid)?;
+    let l = &c.limits;
+    if l.max_connections == 0 || l.header_timeout_secs == 0 || l.idle_timeout_secs == 0 {
+        return Err(ConfigError::Invalid(
+            "limits.max_connections, limits.header_timeout_secs and limits.idle_timeout_secs must be at least 1".into(),
+        ));
+    }
     c.proxies().map_err(ConfigError::Invalid)?;
     Ok(())
 }

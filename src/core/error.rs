@@ -1,15 +1,13 @@
-//! The domain error of `core`. The HTTP layer maps it to the spec's codes in one place.
+//! The domain error of `core`: what the registry's rules and storage refuse or fail at. The
+//! HTTP layer maps it to the spec's codes in one place (`registry/error.rs`); request errors
+//! that only the HTTP layer can see (a malformed path or query) are its own.
 
 use crate::db::DbError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("invalid repository name")]
-    NameInvalid,
     #[error("repository name not known to registry")]
     NameUnknown,
-    #[error("invalid tag")]
-    TagInvalid,
     #[error("{0}")]
     DigestInvalid(String),
     #[error("blob unknown to registry")]
@@ -32,10 +30,6 @@ pub enum Error {
     ManifestUnknown,
     #[error("manifest references {0}, which is not in the repository")]
     ManifestBlobUnknown(String),
-    #[error("{0}")]
-    Unsupported(String),
-    #[error("n must be a non-negative integer")]
-    PaginationInvalid,
     #[error("database: {0}")]
     Db(#[from] DbError),
     #[error("storage: {0}")]

@@ -16,6 +16,37 @@ pub struct ManifestRead {
     pub content: Vec<u8>,
 }
 
+/// Parse a manifest body and compute its digest (and compare it with the one it was pushed
+/// by). Blocking: CPU work proportional to the body.
+fn check_manifest(
+    content_type: Option<&str>,
+    pushed_by: Option<&Digest>,
+    body: Bytes,
+) -> Result<(manifest::ParsedManifest, Digest, Bytes)> {
+    let parsed = manifest::parse(content_type, &body).map_err(|e| match e {
+        ManifestError::UnsupportedMediaType(t) => {
+            Error::ManifestInvalid(format!("unsupported manifest media type {t:?}"))
+        }
+        other => Error::ManifestInvalid(other.to_string()),
+    })?;
+    let digest = match pushed_by {
+        Some(d) if d.algorithm() == Algorithm::Sha512 => {
+            let mut h = Hasher::new(Algorithm::Sha512);
+            h.update(&body);
+            h.finish()
+        }
+        _ => Digest::sha256_of(&body),
+    };
+    if let Some(d) = pushed_by {
+        if d != &digest {
+            return Err(Error::DigestInvalid(format!(
+                "manifest content has digest {digest}, not {d}"
+            )));
+        }
+    }
+    Ok((parsed, digest, body))
+}
+
 /// What a successful push reports.
 pub struct Pushed {
     pub digest: Digest,
@@ -37,27 +68,17 @@ impl Registry {
                 manifest::MAX_MANIFEST_BYTES
             )));
         }
-        let parsed = manifest::parse(content_type, &body).map_err(|e| match e {
-            ManifestError::UnsupportedMediaType(t) => {
-                Error::ManifestInvalid(format!("unsupported manifest media type {t:?}"))
-            }
-            other => Error::ManifestInvalid(other.to_string()),
-        })?;
-        let digest = match reference {
-            Reference::Digest(d) if d.algorithm() == Algorithm::Sha512 => {
-                let mut h = Hasher::new(Algorithm::Sha512);
-                h.update(&body);
-                h.finish()
-            }
-            _ => Digest::sha256_of(&body),
+        // Parsing and hashing up to 4 MiB is CPU work: off the async workers.
+        let content_type = content_type.map(str::to_string);
+        let reference_digest = match reference {
+            Reference::Digest(d) => Some(d.clone()),
+            Reference::Tag(_) => None,
         };
-        if let Reference::Digest(d) = reference {
-            if d != &digest {
-                return Err(Error::DigestInvalid(format!(
-                    "manifest content has digest {digest}, not {d}"
-                )));
-            }
-        }
+        let (parsed, digest, body) = tokio::task::spawn_blocking(move || {
+            check_manifest(content_type.as_deref(), reference_digest.as_ref(), body)
+        })
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))??;
         let annotations = parsed
             .annotations
             .as_ref()

@@ -28,6 +28,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_auth_epoch",
         include_str!("../../migrations/0003_auth_epoch.sql"),
     ),
+    (
+        "0004_stamps",
+        include_str!("../../migrations/0004_stamps.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +40,9 @@ pub enum DbError {
     Sqlite(#[from] rusqlite::Error),
     #[error("database task failed: {0}")]
     Join(String),
+    /// Another process held the write lock for the whole busy timeout.
+    #[error("the database stayed locked by another process for {0:?}")]
+    Busy(std::time::Duration),
     #[error("the database stays in journal mode {0}, not WAL (is its file system local?)")]
     NotWal(String),
     #[error(
@@ -46,6 +53,21 @@ pub enum DbError {
         found: i64,
         known: i64,
     },
+}
+
+impl DbError {
+    /// Another connection (another process) holds the lock the operation needed, for longer
+    /// than the busy timeout: the operation may succeed if tried again later.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            DbError::Busy(_) => true,
+            DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// How hard a commit waits for the disk.
@@ -141,12 +163,22 @@ impl Db {
     }
 
     /// `write` for callers that are already off the async workers (the CLI).
+    ///
+    /// The whole wait, for this process's writer and then for SQLite's lock (another
+    /// process's writer), is bounded by `BUSY_TIMEOUT`: writes queued behind a long lock fail
+    /// as busy together rather than one timeout after another.
     pub fn write_blocking<T, E, F>(&self, f: F) -> std::result::Result<T, E>
     where
         E: From<DbError>,
         F: FnOnce(&Transaction) -> std::result::Result<T, E>,
     {
+        let asked = std::time::Instant::now();
         let mut conn = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let left = BUSY_TIMEOUT.saturating_sub(asked.elapsed());
+        if left.is_zero() {
+            return Err(DbError::Busy(BUSY_TIMEOUT).into());
+        }
+        conn.busy_timeout(left).map_err(DbError::from)?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(DbError::from)?;

@@ -15,10 +15,12 @@ pub struct Token {
     pub last_used_at: Option<i64>,
     pub last_used_addr: Option<String>,
     pub revoked_at: Option<i64>,
+    /// Drawn anew on creation and rotation: bearer tokens carry it.
+    pub stamp: i64,
 }
 
 const SELECT: &str = "SELECT t.id, t.name, t.user_id, u.name, t.expires_at, t.created_at,
-        t.last_used_at, t.last_used_addr, t.revoked_at
+        t.last_used_at, t.last_used_addr, t.revoked_at, t.stamp
     FROM tokens t JOIN users u ON u.id = t.user_id";
 
 fn token(r: &rusqlite::Row<'_>) -> rusqlite::Result<Token> {
@@ -32,6 +34,7 @@ fn token(r: &rusqlite::Row<'_>) -> rusqlite::Result<Token> {
         last_used_at: r.get(6)?,
         last_used_addr: r.get(7)?,
         revoked_at: r.get(8)?,
+        stamp: r.get(9)?,
     })
 }
 
@@ -47,8 +50,8 @@ pub struct NewToken<'a> {
 /// Insert a token and its scopes; `None` when the name is taken.
 pub fn insert(c: &Connection, t: &NewToken<'_>) -> Result<Option<i64>> {
     let n = c.execute(
-        "INSERT INTO tokens (name, user_id, secret_sha256, expires_at, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(name) DO NOTHING",
+        "INSERT INTO tokens (name, user_id, secret_sha256, expires_at, created_at, stamp)
+         VALUES (?1, ?2, ?3, ?4, ?5, random()) ON CONFLICT(name) DO NOTHING",
         params![t.name, t.user_id, t.secret_sha256, t.expires_at, t.now],
     )?;
     if n == 0 {
@@ -106,6 +109,21 @@ pub fn revoke(c: &Connection, id: i64, now: i64) -> Result<bool> {
         params![id, now],
     )?;
     Ok(n > 0)
+}
+
+/// Give a token a new secret and stamp (ending the bearer tokens issued for the old one).
+pub fn rotate(c: &Connection, id: i64, secret_sha256: &str) -> Result<()> {
+    c.execute(
+        "UPDATE tokens SET secret_sha256 = ?2, stamp = random() WHERE id = ?1",
+        params![id, secret_sha256],
+    )?;
+    Ok(())
+}
+
+/// Delete a token and its scopes.
+pub fn delete(c: &Connection, id: i64) -> Result<()> {
+    c.execute("DELETE FROM tokens WHERE id = ?1", [id])?;
+    Ok(())
 }
 
 pub fn touch(c: &Connection, id: i64, now: i64, addr: &str) -> Result<()> {

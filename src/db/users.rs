@@ -13,9 +13,12 @@ pub struct User {
     pub disabled: bool,
     pub created_at: i64,
     pub last_login_at: Option<i64>,
+    /// Drawn anew on creation, password change, disable and enable: bearer tokens carry it.
+    pub stamp: i64,
 }
 
-const COLUMNS: &str = "id, name, password_hash, is_admin, disabled, created_at, last_login_at";
+const COLUMNS: &str =
+    "id, name, password_hash, is_admin, disabled, created_at, last_login_at, stamp";
 
 fn user(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
@@ -26,6 +29,7 @@ fn user(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         disabled: r.get(4)?,
         created_at: r.get(5)?,
         last_login_at: r.get(6)?,
+        stamp: r.get(7)?,
     })
 }
 
@@ -36,8 +40,8 @@ pub fn count(c: &Connection) -> Result<i64> {
 /// Insert a user; `false` when the name is taken.
 pub fn insert(c: &Connection, name: &str, hash: &str, admin: bool, now: i64) -> Result<bool> {
     let n = c.execute(
-        "INSERT INTO users (name, password_hash, is_admin, created_at) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT(name) DO NOTHING",
+        "INSERT INTO users (name, password_hash, is_admin, created_at, stamp)
+         VALUES (?1, ?2, ?3, ?4, random()) ON CONFLICT(name) DO NOTHING",
         params![name, hash, admin, now],
     )?;
     Ok(n > 0)
@@ -67,7 +71,7 @@ pub fn list(c: &Connection) -> Result<Vec<User>> {
 
 pub fn set_password(c: &Connection, id: i64, hash: &str) -> Result<()> {
     c.execute(
-        "UPDATE users SET password_hash = ?2 WHERE id = ?1",
+        "UPDATE users SET password_hash = ?2, stamp = random() WHERE id = ?1",
         params![id, hash],
     )?;
     Ok(())
@@ -75,7 +79,7 @@ pub fn set_password(c: &Connection, id: i64, hash: &str) -> Result<()> {
 
 pub fn set_disabled(c: &Connection, id: i64, disabled: bool) -> Result<()> {
     c.execute(
-        "UPDATE users SET disabled = ?2 WHERE id = ?1",
+        "UPDATE users SET disabled = ?2, stamp = random() WHERE id = ?1 AND disabled != ?2",
         params![id, disabled],
     )?;
     Ok(())

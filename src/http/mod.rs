@@ -2,6 +2,7 @@
 //! redirects to HTTPS and the plain 404.
 
 pub mod origin;
+pub mod serve;
 
 use std::time::Instant;
 

@@ -119,6 +119,8 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, 
         }
         Ok(())
     };
+    // De-duplicated in linear time: a 4 MiB manifest can list tens of thousands of layers.
+    let mut seen = std::collections::HashSet::new();
     let mut blobs = Vec::new();
     let mut children = Vec::new();
     let mut artifact_type = raw.artifact_type.clone();
@@ -138,12 +140,13 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, 
                 .layers
                 .as_ref()
                 .ok_or_else(|| ManifestError::Shape("layers are missing".into()))?;
+            seen.insert(&config.digest);
             blobs.push(config.digest.clone());
             for layer in layers {
                 check(layer, "layer")?;
                 let foreign = layer.urls.as_ref().is_some_and(|u| !u.is_empty())
                     || FOREIGN_LAYER_TYPES.contains(&layer.media_type.as_deref().unwrap_or(""));
-                if !foreign && !blobs.contains(&layer.digest) {
+                if !foreign && seen.insert(&layer.digest) {
                     blobs.push(layer.digest.clone());
                 }
             }
@@ -163,7 +166,7 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, 
                 .ok_or_else(|| ManifestError::Shape("manifests list is missing".into()))?;
             for m in manifests {
                 check(m, "manifest descriptor")?;
-                if !children.contains(&m.digest) {
+                if seen.insert(&m.digest) {
                     children.push(m.digest.clone());
                 }
             }

@@ -2,17 +2,13 @@
 //! needs, and the answer when it is not allowed: `401` with a `WWW-Authenticate` challenge
 //! that docker, containerd, skopeo, podman and Flux follow, or `403 DENIED`.
 
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::Response;
+use axum::http::{HeaderMap, Method, header};
 use base64::Engine as _;
 
-use super::error::error_body;
+use super::ApiError;
 use super::query::Query;
 use super::route::Route;
 use crate::auth::{Action, AuthError, Credentials, Subject};
-
-/// The service name in challenges and tokens.
-pub const SERVICE: &str = "berth";
 
 /// What a request needs before its handler runs.
 pub enum Need {
@@ -27,7 +23,7 @@ pub fn need(route: &Route, method: &Method) -> Need {
     let (repo, action) = match route {
         Route::Base | Route::Catalog => return Need::Credentials,
         Route::Tags(r) | Route::Referrers(r, _) => (r, Pull),
-        Route::Manifest(r, _) | Route::Blob(r, _) => match *method {
+        Route::Manifest(r, _) | Route::ManifestBadRef(r, _) | Route::Blob(r, _) => match *method {
             Method::DELETE => (r, Delete),
             Method::PUT => (r, Push),
             _ => (r, Pull),
@@ -64,53 +60,19 @@ pub fn credentials(headers: &HeaderMap) -> Result<Credentials, &'static str> {
 
 /// `401 UNAUTHORIZED` with a Bearer challenge naming the scope the client should ask for.
 /// `base` is the client's view of berth (`http::origin`).
-pub fn challenge(base: &str, scope: Option<(&str, &[Action])>, message: &str) -> Response {
-    let mut value = format!("Bearer realm=\"{base}/token\",service=\"{SERVICE}\"");
-    if let Some((repo, actions)) = scope {
-        let mut names: Vec<&str> = actions.iter().map(|a| a.as_str()).collect();
-        // Docker asks for pull with push; offer the same.
-        if names.contains(&"push") && !names.contains(&"pull") {
-            names.insert(0, "pull");
-        }
-        value.push_str(&format!(",scope=\"repository:{repo}:{}\"", names.join(",")));
+pub fn challenge(base: &str, scope: Option<(&str, &[Action])>, message: &str) -> ApiError {
+    ApiError::Challenge {
+        base: base.to_string(),
+        scope: scope.map(|(r, a)| (r.to_string(), a.to_vec())),
+        message: message.to_string(),
     }
-    let mut resp = error_body(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message);
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-    }
-    resp
 }
 
-pub fn denied() -> Response {
-    error_body(
-        StatusCode::FORBIDDEN,
-        "DENIED",
-        "requested access to the resource is denied",
-    )
-}
-
-/// The response for a failed authentication.
-pub fn refused(base: &str, e: &AuthError) -> Response {
+/// The answer to a failed authentication on `/v2`: a wrong credential is challenged.
+pub fn refused(base: &str, e: AuthError) -> ApiError {
     match e {
         AuthError::Unauthorized(why) => challenge(base, None, why),
-        AuthError::Locked(secs) => {
-            let mut r = error_body(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TOO_MANY_REQUESTS",
-                &e.to_string(),
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(*secs));
-            r
-        }
-        AuthError::Db(_) | AuthError::Internal(_) => {
-            tracing::error!(error = %e, "authentication failed internally");
-            error_body(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "UNKNOWN",
-                "internal error; see the server log",
-            )
-        }
+        other => ApiError::Auth(other),
     }
 }
 
@@ -120,7 +82,7 @@ pub fn check(
     creds: &Credentials,
     subject: &Subject,
     need: &Need,
-) -> Result<(), Response> {
+) -> Result<(), ApiError> {
     match need {
         Need::Credentials => match creds {
             Credentials::None => Err(challenge(base, None, "authentication required")),
@@ -132,7 +94,11 @@ pub fn check(
                     return Err(if subject.is_anonymous() {
                         challenge(base, Some((repo, actions)), "authentication required")
                     } else {
-                        denied()
+                        ApiError::Denied {
+                            who: subject.name.clone().unwrap_or_default(),
+                            repo: repo.clone(),
+                            action: a,
+                        }
                     });
                 }
                 if !subject.token_covers(repo, a) {

@@ -5,20 +5,20 @@ use axum::http::{StatusCode, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{ApiResult, Query, hv};
+use super::{ApiError, ApiResult, Query, hv};
 use crate::auth::{Action, Subject};
-use crate::core::{Error, Page, Registry};
+use crate::core::{Page, Registry};
 use crate::oci::manifest::OCI_INDEX;
 use crate::oci::{Digest, RepoName};
 
-fn page_params(query: &Query) -> Result<(Option<i64>, Option<String>), Error> {
+fn page_params(query: &Query) -> Result<(Option<i64>, Option<String>), ApiError> {
     let n = match query.get("n") {
         None | Some("") => None,
         Some(v) => Some(
             v.parse::<i64>()
                 .ok()
                 .filter(|n| *n >= 0)
-                .ok_or(Error::PaginationInvalid)?,
+                .ok_or(ApiError::Pagination)?,
         ),
     };
     Ok((n, query.get("last").map(str::to_string)))

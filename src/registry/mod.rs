@@ -20,9 +20,9 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-pub use error::{ApiError, error_body};
+pub use error::ApiError;
 use query::Query;
-use route::{Route, RouteError};
+use route::Route;
 
 use crate::auth::{Credentials, Subject};
 use crate::core::Error;
@@ -36,13 +36,10 @@ const API_VERSION: HeaderValue = HeaderValue::from_static("registry/2.0");
 /// `* /v2/*`: every registry request enters here.
 pub async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
     let mut resp = match route::parse(req.uri().path()) {
-        Ok(route) => guarded(&app, route, req).await,
-        Err(RouteError::Invalid(e)) => ApiError(e).into_response(),
-        Err(RouteError::NotFound) => error_body(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "no such endpoint in the registry API",
-        ),
+        Ok(route) => guarded(&app, route, req)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+        Err(e) => e.into_response(),
     };
     resp.headers_mut()
         .insert("Docker-Distribution-API-Version", API_VERSION);
@@ -56,27 +53,22 @@ pub struct Caller {
 }
 
 /// Authenticate, check access for the route, then run the handler.
-async fn guarded(app: &AppState, route: Route, req: Request) -> Response {
+async fn guarded(app: &AppState, route: Route, req: Request) -> ApiResult {
     let origin = app.origin(&req);
-    let creds = match auth::credentials(req.headers()) {
-        Ok(c) => c,
-        Err(why) => return auth::challenge(&origin.base, None, why),
-    };
+    let creds =
+        auth::credentials(req.headers()).map_err(|why| auth::challenge(&origin.base, None, why))?;
     let need = auth::need(&route, req.method());
     if let Some(resp) = deferred_read(app, &route, req.method(), &creds, &origin, &need).await {
-        return resp;
+        return Ok(resp);
     }
-    let subject = match app.auth.authenticate(&creds, &origin.client).await {
-        Ok(s) => s,
-        Err(e) => return auth::refused(&origin.base, &e),
-    };
-    if let Err(resp) = auth::check(&origin.base, &creds, &subject, &need) {
-        return resp;
-    }
-    let caller = Caller { subject, origin };
-    handle(app, &caller, route, req)
+    let subject = app
+        .auth
+        .authenticate(&creds, &origin.client)
         .await
-        .unwrap_or_else(|e| e.into_response())
+        .map_err(|e| auth::refused(&origin.base, e))?;
+    auth::check(&origin.base, &creds, &subject, &need)?;
+    let caller = Caller { subject, origin };
+    handle(app, &caller, route, req).await
 }
 
 /// Manifest reads, the hottest path, in one database trip when the caller's state is cached:
@@ -123,6 +115,11 @@ async fn handle(app: &AppState, caller: &Caller, route: Route, req: Request) -> 
         (Route::Manifest(repo, r), Method::PUT) => {
             manifests::put(reg, &caller.origin, &repo, &r, req).await
         }
+        // Nothing is ever stored under an invalid reference: reads find nothing.
+        (Route::ManifestBadRef(..), Method::GET | Method::HEAD | Method::DELETE) => {
+            Err(Error::ManifestUnknown.into())
+        }
+        (Route::ManifestBadRef(_, bad), Method::PUT) => Err(bad.error()),
         (Route::Manifest(repo, r), Method::DELETE) => {
             let resp = manifests::delete(reg, &repo, &r).await?;
             audit(app, caller, "manifest.delete", format!("{repo}:{r}")).await;
@@ -150,7 +147,7 @@ async fn handle(app: &AppState, caller: &Caller, route: Route, req: Request) -> 
             uploads::put(reg, &caller.origin, &repo, &id, &query, req).await
         }
         (Route::Upload(repo, id), Method::DELETE) => uploads::cancel(reg, &repo, &id).await,
-        (_, m) => Err(Error::Unsupported(format!("{m} is not supported on this endpoint")).into()),
+        (_, m) => Err(ApiError::Method(m.to_string())),
     }
 }
 

@@ -2,6 +2,7 @@
 //! middle of a path, so the tail keyword is read from the right, as distribution does.
 //! Every value in a `Route` is validated: nothing malformed reaches `core` or the disk.
 
+use super::ApiError;
 use crate::core::Error;
 use crate::oci::{Digest, Reference, RepoName, UploadId, name::ReferenceError};
 
@@ -15,6 +16,9 @@ pub enum Route {
     Tags(RepoName),
     /// `/v2/<name>/manifests/<reference>`
     Manifest(RepoName, Reference),
+    /// `/v2/<name>/manifests/<reference>` where the reference is neither a tag nor a digest:
+    /// nothing can be stored under it, so reads find nothing and pushes are invalid.
+    ManifestBadRef(RepoName, BadRef),
     /// `/v2/<name>/blobs/<digest>`
     Blob(RepoName, Digest),
     /// `/v2/<name>/blobs/uploads/`
@@ -25,35 +29,37 @@ pub enum Route {
     Referrers(RepoName, Digest),
 }
 
-/// Why a path is not a route.
-#[derive(Debug)]
-pub enum RouteError {
-    /// No endpoint has this shape.
-    NotFound,
-    /// The shape is right but a part is invalid.
-    Invalid(Error),
+/// Why a manifest reference is invalid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadRef {
+    Tag,
+    Digest(String),
 }
 
-impl From<Error> for RouteError {
-    fn from(e: Error) -> Self {
-        RouteError::Invalid(e)
+impl BadRef {
+    /// The error of a push under this reference.
+    pub fn error(&self) -> ApiError {
+        match self {
+            BadRef::Tag => ApiError::TagInvalid,
+            BadRef::Digest(e) => Error::DigestInvalid(e.clone()).into(),
+        }
     }
 }
 
-fn name(segs: &[&str]) -> Result<RepoName, Error> {
-    RepoName::parse(&segs.join("/")).map_err(|_| Error::NameInvalid)
+fn name(segs: &[&str]) -> Result<RepoName, ApiError> {
+    RepoName::parse(&segs.join("/")).map_err(|_| ApiError::NameInvalid)
 }
 
-fn digest(s: &str) -> Result<Digest, Error> {
-    Digest::parse(s).map_err(|e| Error::DigestInvalid(e.to_string()))
+fn digest(s: &str) -> Result<Digest, ApiError> {
+    Digest::parse(s).map_err(|e| Error::DigestInvalid(e.to_string()).into())
 }
 
 /// Parse the raw (still percent-encoded) request path.
-pub fn parse(path: &str) -> Result<Route, RouteError> {
+pub fn parse(path: &str) -> Result<Route, ApiError> {
     let rest = match path.strip_prefix("/v2") {
         Some("" | "/") => return Ok(Route::Base),
-        Some(r) => r.strip_prefix('/').ok_or(RouteError::NotFound)?,
-        None => return Err(RouteError::NotFound),
+        Some(r) => r.strip_prefix('/').ok_or(ApiError::NoEndpoint)?,
+        None => return Err(ApiError::NoEndpoint),
     };
     if rest == "_catalog" {
         return Ok(Route::Catalog);
@@ -61,7 +67,7 @@ pub fn parse(path: &str) -> Result<Route, RouteError> {
     let segs: Vec<&str> = rest.split('/').collect();
     let n = segs.len();
     if n < 3 {
-        return Err(RouteError::NotFound);
+        return Err(ApiError::NoEndpoint);
     }
     let (last, second) = (segs[n - 1], segs[n - 2]);
     if n >= 4 && segs[n - 3] == "blobs" && second == "uploads" {
@@ -69,7 +75,7 @@ pub fn parse(path: &str) -> Result<Route, RouteError> {
         if last.is_empty() {
             return Ok(Route::UploadStart(repo));
         }
-        let id = UploadId::parse(last).map_err(|_| Error::UploadUnknown)?;
+        let id = UploadId::parse(last).map_err(|_| ApiError::Core(Error::UploadUnknown))?;
         return Ok(Route::Upload(repo, id));
     }
     let head = &segs[..n - 2];
@@ -78,11 +84,13 @@ pub fn parse(path: &str) -> Result<Route, RouteError> {
         ("blobs", "uploads") => Ok(Route::UploadStart(name(head)?)),
         ("manifests", r) => {
             let repo = name(head)?;
-            let reference = Reference::parse(r).map_err(|e| match e {
-                ReferenceError::Tag => Error::TagInvalid,
-                ReferenceError::Digest(d) => Error::DigestInvalid(d.to_string()),
-            })?;
-            Ok(Route::Manifest(repo, reference))
+            Ok(match Reference::parse(r) {
+                Ok(reference) => Route::Manifest(repo, reference),
+                Err(ReferenceError::Tag) => Route::ManifestBadRef(repo, BadRef::Tag),
+                Err(ReferenceError::Digest(d)) => {
+                    Route::ManifestBadRef(repo, BadRef::Digest(d.to_string()))
+                }
+            })
         }
         ("blobs", d) => {
             let repo = name(head)?;
@@ -92,7 +100,7 @@ pub fn parse(path: &str) -> Result<Route, RouteError> {
             let repo = name(head)?;
             Ok(Route::Referrers(repo, digest(d)?))
         }
-        _ => Err(RouteError::NotFound),
+        _ => Err(ApiError::NoEndpoint),
     }
 }
 
@@ -106,9 +114,9 @@ mod tests {
         parse(p).unwrap_or_else(|e| panic!("{p}: {e:?}"))
     }
 
-    fn invalid(p: &str) -> Error {
+    fn invalid(p: &str) -> ApiError {
         match parse(p) {
-            Err(RouteError::Invalid(e)) => e,
+            Err(e) => e,
             other => panic!("{p}: {other:?}"),
         }
     }
@@ -153,32 +161,39 @@ mod tests {
 
     #[test]
     fn invalid_parts_are_named() {
-        assert!(matches!(invalid("/v2/A/tags/list"), Error::NameInvalid));
+        assert!(matches!(invalid("/v2/A/tags/list"), ApiError::NameInvalid));
         assert!(matches!(
             invalid("/v2/../../etc/tags/list"),
-            Error::NameInvalid
+            ApiError::NameInvalid
         ));
         assert!(matches!(
             invalid("/v2/a%2f..%2fb/tags/list"),
-            Error::NameInvalid
+            ApiError::NameInvalid
         ));
-        assert!(matches!(invalid("/v2//tags/list"), Error::NameInvalid));
+        assert!(matches!(invalid("/v2//tags/list"), ApiError::NameInvalid));
         assert!(matches!(
-            invalid("/v2/a/manifests/bad:tag"),
-            Error::DigestInvalid(_)
+            ok("/v2/a/manifests/bad:tag"),
+            Route::ManifestBadRef(_, BadRef::Digest(_))
         ));
-        assert!(matches!(invalid("/v2/a/manifests/-bad"), Error::TagInvalid));
+        assert!(matches!(
+            ok("/v2/a/manifests/-bad"),
+            Route::ManifestBadRef(_, BadRef::Tag)
+        ));
+        assert!(matches!(
+            ok("/v2/a/manifests/.INVALID_MANIFEST_NAME"),
+            Route::ManifestBadRef(_, BadRef::Tag)
+        ));
         assert!(matches!(
             invalid("/v2/a/blobs/sha256:..%2f..%2fx"),
-            Error::DigestInvalid(_)
+            ApiError::Core(Error::DigestInvalid(_))
         ));
         assert!(matches!(
             invalid("/v2/a/blobs/uploads/..%2f..%2fx"),
-            Error::UploadUnknown
+            ApiError::Core(Error::UploadUnknown)
         ));
         assert!(matches!(
             invalid("/v2/a/referrers/nope"),
-            Error::DigestInvalid(_)
+            ApiError::Core(Error::DigestInvalid(_))
         ));
     }
 
@@ -192,7 +207,7 @@ mod tests {
             "/v2/a/nothing/here",
             "/v2/a/tags/other",
         ] {
-            assert!(matches!(parse(p), Err(RouteError::NotFound)), "{p}");
+            assert!(matches!(parse(p), Err(ApiError::NoEndpoint)), "{p}");
         }
     }
 }

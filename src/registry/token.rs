@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Limited};
 use serde_json::json;
 
-use super::auth::{credentials, refused};
-use super::error::error_body;
+use super::ApiError;
+use super::auth::credentials;
 use super::query::Query;
 use crate::auth::{Actions, Credentials, TOKEN_TTL};
 use crate::clock::rfc3339;
@@ -44,24 +44,28 @@ pub async fn get(State(app): State<AppState>, req: Request) -> Response {
         // A bearer token is not a credential for another token: that would let a narrow,
         // short-lived token be traded for a wide one, again and again.
         Ok(Credentials::Bearer(_)) => {
-            return basic_challenge(
-                "a bearer token cannot obtain another token; send Basic credentials",
-            );
+            return ApiError::BasicChallenge(
+                "a bearer token cannot obtain another token; send Basic credentials".into(),
+            )
+            .into_response();
         }
         Ok(c) => c,
-        Err(why) => return basic_challenge(why),
+        Err(why) => return ApiError::BasicChallenge(why.into()).into_response(),
     };
     let requested = scopes(query.all("scope"));
-    issue(&app, &creds, &app.origin(&req), &requested, false).await
+    issue(&app, &creds, &app.origin(&req), &requested, false)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// POST /token (application/x-www-form-urlencoded): grant_type=password with username and
 /// password, as containerd sends. Refresh tokens are not issued, so not accepted either.
 pub async fn post(State(app): State<AppState>, req: Request) -> Response {
     let origin = app.origin(&req);
+    let oauth_error = |code| ApiError::OAuth(StatusCode::BAD_REQUEST, code).into_response();
     let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request"),
+        Err(_) => return oauth_error("invalid_request"),
     };
     let form = Query::parse(std::str::from_utf8(&body).ok());
     let creds = match form.get("grant_type") {
@@ -70,30 +74,14 @@ pub async fn post(State(app): State<AppState>, req: Request) -> Response {
                 user: u.to_string(),
                 password: p.to_string(),
             },
-            _ => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request"),
+            _ => return oauth_error("invalid_request"),
         },
-        _ => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+        _ => return oauth_error("unsupported_grant_type"),
     };
     let requested = scopes(form.all("scope"));
-    issue(&app, &creds, &origin, &requested, true).await
-}
-
-fn basic_challenge(message: &str) -> Response {
-    let mut r = error_body(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message);
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        "Basic realm=\"berth\"".parse().expect("static"),
-    );
-    r
-}
-
-fn oauth_error(status: StatusCode, code: &str) -> Response {
-    let mut r = (status, json!({ "error": code }).to_string()).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        "application/json".parse().expect("static"),
-    );
-    r
+    issue(&app, &creds, &origin, &requested, true)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn issue(
@@ -102,21 +90,10 @@ async fn issue(
     origin: &Origin,
     requested: &[(String, Actions)],
     oauth: bool,
-) -> Response {
-    let subject = match app.auth.authenticate(creds, &origin.client).await {
-        Ok(s) => s,
-        Err(e) => {
-            let mut r = refused(&origin.base, &e);
-            // A token endpoint challenges for Basic credentials, not for another token.
-            if r.status() == StatusCode::UNAUTHORIZED {
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    "Basic realm=\"berth\"".parse().expect("static"),
-                );
-            }
-            return r;
-        }
-    };
+) -> Result<Response, ApiError> {
+    // A wrong credential is challenged for Basic credentials (`ApiError::Auth`), not for
+    // another token.
+    let subject = app.auth.authenticate(creds, &origin.client).await?;
     let (token, _granted) = app.auth.issue(&subject, requested);
     let issued_at = rfc3339(app.auth.now());
     let body = if oauth {
@@ -124,12 +101,12 @@ async fn issue(
     } else {
         json!({ "token": token, "access_token": token, "expires_in": TOKEN_TTL, "issued_at": issued_at })
     };
-    Response::builder()
+    Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::CACHE_CONTROL, "no-store")
         .body(Body::from(body.to_string()))
-        .expect("valid response")
+        .expect("valid response"))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use axum::http::{StatusCode, header};
 use axum::response::Response;
 
 use super::error::range_value;
-use super::{ApiResult, Query, body_stream, hv};
+use super::{ApiError, ApiResult, Query, body_stream, hv};
 use crate::core::{Error, Registry};
 use crate::http::origin::Origin;
 use crate::oci::{Digest, RepoName, UploadId};
@@ -60,7 +60,7 @@ pub async fn start(
 ) -> ApiResult {
     if let Some(mount) = query_digest(query, "mount")? {
         if let Some(from) = query.get("from").filter(|_| mount_ok) {
-            let from = RepoName::parse(from).map_err(|_| Error::NameInvalid)?;
+            let from = RepoName::parse(from).map_err(|_| ApiError::NameInvalid)?;
             if reg.mount_blob(repo, &from, &mount).await? {
                 return Ok(created(origin, repo, &mount));
             }

@@ -14,6 +14,7 @@
 //! file, so a crash can never leave a partial file under a digest name.
 
 mod reader;
+pub mod secure;
 mod writer;
 
 use std::fs::{self, File};
@@ -43,8 +44,8 @@ pub struct Store {
 impl Store {
     /// Open the store under `root`, creating its folders. Blocking; called at start-up.
     pub fn open(root: &Path, sync: Sync) -> io::Result<Store> {
-        fs::create_dir_all(root.join("blobs"))?;
-        fs::create_dir_all(root.join("uploads"))?;
+        secure::create_dir(&root.join("blobs"))?;
+        secure::create_dir(&root.join("uploads"))?;
         Ok(Store {
             root: root.to_path_buf(),
             sync,
@@ -65,9 +66,17 @@ impl Store {
 
     /// Create the empty file of a new upload session.
     pub async fn create_upload(&self, id: &UploadId) -> io::Result<()> {
-        tokio::fs::File::create(self.upload_path(id))
-            .await
-            .map(drop)
+        let path = self.upload_path(id);
+        tokio::task::spawn_blocking(move || {
+            secure::file_options()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)
+                .map(drop)
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     /// Bytes received so far by an upload session, `None` if its file is gone.
@@ -126,7 +135,7 @@ fn commit(from: &Path, to: &Path, sync: Sync) -> io::Result<()> {
     if to.exists() {
         fs::remove_file(from)?;
     } else {
-        fs::create_dir_all(dir)?;
+        secure::create_dir(dir)?;
         if sync == Sync::Always {
             File::open(from)?.sync_data()?;
         }

@@ -21,8 +21,8 @@ async fn unknown_endpoints_are_404_json() {
     let app = TestApp::new();
     app.get("/v2/a/nothing/here")
         .await
-        .assert_error(404, "NOT_FOUND");
-    app.get("/v2/a").await.assert_error(404, "NOT_FOUND");
+        .assert_error(404, "UNSUPPORTED");
+    app.get("/v2/a").await.assert_error(404, "UNSUPPORTED");
     app.get("/elsewhere").await.assert(404);
 }
 

@@ -45,10 +45,10 @@ async fn tags_are_sorted_and_paginated() {
     assert_eq!(r.json()["tags"], json!([]));
     app.get("/v2/t/list/tags/list?n=-1")
         .await
-        .assert_error(400, "PAGINATION_NUMBER_INVALID");
+        .assert_error(400, "UNSUPPORTED");
     app.get("/v2/t/list/tags/list?n=abc")
         .await
-        .assert_error(400, "PAGINATION_NUMBER_INVALID");
+        .assert_error(400, "UNSUPPORTED");
 }
 
 #[tokio::test]

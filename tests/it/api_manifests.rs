@@ -172,7 +172,7 @@ async fn invalid_manifests_are_400() {
         .assert_error(400, "DIGEST_INVALID");
     app.put_manifest("v", "-bad", OCI_MANIFEST, good.to_string().as_bytes())
         .await
-        .assert_error(400, "TAG_INVALID");
+        .assert_error(400, "MANIFEST_INVALID");
     app.put_manifest(
         "v",
         &"t".repeat(129),
@@ -180,7 +180,7 @@ async fn invalid_manifests_are_400() {
         good.to_string().as_bytes(),
     )
     .await
-    .assert_error(400, "TAG_INVALID");
+    .assert_error(400, "MANIFEST_INVALID");
     app.put_manifest("V", "t", OCI_MANIFEST, good.to_string().as_bytes())
         .await
         .assert_error(400, "NAME_INVALID");

@@ -4,6 +4,7 @@ mod common;
 
 mod api_auth;
 mod api_base;
+mod api_bearer;
 mod api_blobs;
 mod api_listing;
 mod api_manifests;
@@ -14,6 +15,9 @@ mod crash;
 mod e2e_auth;
 mod e2e_docker;
 mod e2e_skopeo;
+mod limits;
+mod listeners;
 mod memory;
 mod proxy;
+mod secrecy;
 mod tls;

@@ -27,9 +27,26 @@ impl Server {
     }
 
     pub fn start_on(data_dir: &Path, port: u16, env: &[(&str, &str)]) -> Server {
+        Self::start_wrapped(data_dir, port, env, &[])
+    }
+
+    /// `start_on` through a wrapper command, e.g. `["sh", "-c", "umask 022; exec \"$@\"", "sh"]`.
+    pub fn start_wrapped(
+        data_dir: &Path,
+        port: u16,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Server {
         let log = data_dir.with_extension(format!("{port}.log"));
         let log_file = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_berth"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_berth")),
+        };
         cmd.arg("serve")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))

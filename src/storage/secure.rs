@@ -1,0 +1,100 @@
+//! The data directory is private to the account berth runs as: it holds the database (with
+//! the key that signs bearer tokens) and every blob of every private repository. Folders are
+//! 0700 and files 0600 whatever the umask; an existing directory whose modes let others in is
+//! repaired at start-up, with a warning naming what was changed.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+pub const DIR_MODE: u32 = 0o700;
+pub const FILE_MODE: u32 = 0o600;
+
+/// Limit what the process creates from now on to its owner (files 0600, folders 0700), for
+/// everything that does not set a mode itself: SQLite's files, the ACME cache.
+pub fn owner_only_umask() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
+/// Create `dir` (and its parents that are missing) with mode 0700.
+pub fn create_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+}
+
+/// Options for a new file of the data directory: mode 0600 whatever the umask.
+pub fn file_options() -> fs::OpenOptions {
+    let mut o = fs::OpenOptions::new();
+    o.mode(FILE_MODE);
+    o
+}
+
+/// Make the data directory owner-only: create it 0700 if missing, and take away every group
+/// and other permission from it and everything in it. Returns the paths that were repaired.
+/// Symbolic links are neither followed nor changed. A file that vanishes during the walk (an
+/// upload finished by a running server) is skipped.
+pub fn secure_data_dir(root: &Path) -> io::Result<Vec<PathBuf>> {
+    create_dir(root)?;
+    let mut repaired = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = match gone_is_none(fs::symlink_metadata(&path))? {
+            Some(m) if !m.file_type().is_symlink() => m,
+            _ => continue,
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0
+            && gone_is_none(fs::set_permissions(
+                &path,
+                fs::Permissions::from_mode(mode & 0o700),
+            ))?
+            .is_some()
+        {
+            repaired.push(path.clone());
+        }
+        if meta.is_dir() {
+            let Some(entries) = gone_is_none(fs::read_dir(&path))? else {
+                continue;
+            };
+            for entry in entries {
+                stack.push(entry?.path());
+            }
+        }
+    }
+    Ok(repaired)
+}
+
+fn gone_is_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repairs_modes_and_creates_private_folders() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("data");
+        create_dir(&root.join("blobs/sha256/ab")).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        let f = root.join("blobs/sha256/ab/abcd");
+        fs::write(&f, b"x").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        let mut repaired = secure_data_dir(&root).unwrap();
+        repaired.sort();
+        assert_eq!(repaired, vec![root.clone(), f.clone()]);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&root.join("blobs/sha256/ab")), 0o700);
+        assert_eq!(mode(&f), 0o600);
+        assert!(secure_data_dir(&root).unwrap().is_empty());
+    }
+}

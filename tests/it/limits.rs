@@ -1,0 +1,157 @@
+//! Limits an attacker with some credentials (or none) must not get past: concurrent password
+//! guesses, huge manifests, pathological patterns.
+
+use std::time::{Duration, Instant};
+
+use berth::clock::Clock as _;
+use serde_json::json;
+
+use crate::common::{ADMIN_PASSWORD, TestApp, basic};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_wrong_passwords_for_one_account_are_not_all_checked() {
+    let app = std::sync::Arc::new(TestApp::new());
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let (app, bad) = (app.clone(), basic("admin", &format!("guess-{i}")));
+            tokio::spawn(async move {
+                app.call_from("10.0.0.9", "GET", "/v2/", &[("authorization", &bad)])
+                    .await
+                    .status
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(checked + refused, 50, "{statuses:?}");
+    assert!(checked <= 5, "{checked} guesses were checked: {statuses:?}");
+    // The right password among them would not have got through either.
+    app.call_from(
+        "10.0.0.9",
+        "GET",
+        "/v2/",
+        &[("authorization", &basic("admin", ADMIN_PASSWORD))],
+    )
+    .await
+    .assert_error(429, "TOOMANYREQUESTS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_with_the_right_password_all_get_in() {
+    // A client that sends Basic credentials on every request, many at once: one check, and
+    // the others wait for it rather than counting as attempts.
+    let app = std::sync::Arc::new(TestApp::new());
+    let good = basic("admin", ADMIN_PASSWORD);
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (app, good) = (app.clone(), good.clone());
+            tokio::spawn(async move {
+                app.call_from("10.0.0.8", "GET", "/v2/", &[("authorization", &good)])
+                    .await
+                    .status
+                    .as_u16()
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+}
+
+/// An image manifest just under 4 MiB with `n` distinct layers.
+fn huge_manifest(n: usize) -> Vec<u8> {
+    let layers: Vec<_> = (0..n)
+        .map(|i| {
+            let d = berth::oci::Digest::sha256_of(format!("layer {i}").as_bytes());
+            json!({"mediaType": "x", "digest": d.to_string(), "size": 1})
+        })
+        .collect();
+    let cfg = berth::oci::Digest::sha256_of(b"config");
+    let m = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/x", "digest": cfg.to_string(), "size": 1},
+        "layers": layers,
+    });
+    let bytes = m.to_string().into_bytes();
+    assert!(bytes.len() <= 4 * 1024 * 1024, "{} bytes", bytes.len());
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_with_38000_layers_is_answered_quickly_and_stalls_nothing() {
+    let app = std::sync::Arc::new(TestApp::new());
+    let body = huge_manifest(38_000);
+    let started = Instant::now();
+    app.put_manifest(
+        "big/app",
+        "v1",
+        "application/vnd.oci.image.manifest.v1+json",
+        &body,
+    )
+    .await
+    .assert_error(400, "MANIFEST_BLOB_UNKNOWN");
+    let one = started.elapsed();
+    assert!(
+        one < Duration::from_millis(500),
+        "one manifest took {one:?}"
+    );
+    // Four at once, while someone else asks for /v2/.
+    let puts: Vec<_> = (0..4)
+        .map(|_| {
+            let (app, body) = (app.clone(), body.clone());
+            tokio::spawn(async move {
+                app.put_manifest(
+                    "big/app",
+                    "v1",
+                    "application/vnd.oci.image.manifest.v1+json",
+                    &body,
+                )
+                .await
+                .status
+            })
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..10 {
+        let t = Instant::now();
+        app.get("/v2/").await.assert(200);
+        slowest = slowest.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for p in puts {
+        assert_eq!(p.await.unwrap().as_u16(), 400);
+    }
+    assert!(
+        slowest < Duration::from_millis(300),
+        "GET /v2/ took {slowest:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_pathological_anonymous_pattern_costs_nothing() {
+    let mut app = TestApp::new();
+    berth::auth::accounts::set_anonymous(
+        app.state.auth.db(),
+        app.clock.now(),
+        &berth::auth::accounts::CLI,
+        "**a**a**a**a**a**a**a**a**a**a**a**a**b",
+        true,
+    )
+    .unwrap();
+    app.auth_header = None;
+    let name = "a/".repeat(60) + "a";
+    let started = Instant::now();
+    let r = app.get(&format!("/v2/{name}/tags/list")).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.status.as_u16(), 401);
+}
