@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Runs berth's whole test suite. Installs the Debian packages the end-to-end tests drive when
-# they are missing and this runs as root (otherwise says what to install): skopeo and podman
-# (registry clients), busybox-static (a tiny image root filesystem), pebble (an ACME CA),
-# nginx (a reverse proxy), openssl and curl. The Docker tests need a running Docker daemon
-# (`docker info`), as on CI.
+# Runs berth's whole test suite: formatting, clippy, then every test. Installs the Debian
+# packages the end-to-end tests drive when they are missing and this runs as root (otherwise
+# says what to install): skopeo and podman (registry clients), containerd's ctr, busybox-static
+# (a tiny image root filesystem), pebble (an ACME CA), nginx (a reverse proxy), openssl, curl
+# and python3 (its sqlite3 module holds a database lock from outside). The Docker tests need a
+# running Docker daemon (`docker info`), as on CI; the ctr test uses that daemon's containerd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,8 @@ command -v pebble >/dev/null 2>&1 || need+=(pebble)
 [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v ctr >/dev/null 2>&1 || need+=(containerd)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v docker >/dev/null 2>&1 || need+=(docker.io)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
@@ -34,4 +37,6 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+# The dev profile, as `cargo run -- serve` in the README: that command reuses this build.
 cargo test --locked "$@"

@@ -26,7 +26,7 @@ pub struct Cli {
     /// Folder for the database and blobs [config: data_dir, env: BERTH_DATA_DIR; default ./berth-data]
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Main listener: plain HTTP, or HTTPS when tls.mode is acme or files [config: listen, env: BERTH_LISTEN; default 127.0.0.1:5000, or 0.0.0.0:443 with TLS]
+    /// Main listener, HOST:PORT, :PORT or localhost:PORT: plain HTTP, or HTTPS when tls.mode is acme or files [config: listen, env: BERTH_LISTEN; default 127.0.0.1:5000, or 0.0.0.0:443 with TLS]
     #[arg(long, global = true, value_name = "ADDR")]
     pub listen: Option<String>,
     #[command(subcommand)]
@@ -79,7 +79,12 @@ pub fn main() -> ExitCode {
         data_dir: cli.data_dir.clone(),
     };
     let config = match config::load(cli.config.as_deref(), &overrides) {
-        Ok(c) => c,
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("berth: warning: {w}");
+            }
+            loaded.config
+        }
         Err(e @ (ConfigError::Invalid(_) | ConfigError::MissingFile(_))) => {
             eprintln!("berth: {e}");
             return ExitCode::from(EXIT_CONFIG);
@@ -186,15 +191,20 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
 fn serve(config: Config) -> anyhow::Result<()> {
     use anyhow::Context as _;
     init_logging(&config.log)?;
+    // The listeners first: a busy port stops here, before anything is created on disk.
+    let listen = config.listen_addr();
+    let http_listen = config.tls.http_addr();
+    let listeners = crate::server::Listeners::bind(listen, http_listen)?;
+    // One server per data directory; CLI commands beside it need no lock.
+    let _lock =
+        crate::storage::secure::lock_data_dir(&config.data_dir).map_err(|e| anyhow::anyhow!(e))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(async move {
-        let listen = config.listen_addr();
-        let http_listen = config.tls.http_addr();
+    let result = rt.block_on(async move {
         let data_dir = config.data_dir.clone();
-        // Opening migrates the database: done before the listener binds.
+        // Opening migrates the database: done before the listeners serve.
         let state = tokio::task::spawn_blocking(move || {
             let state = AppState::open(config, Arc::new(SystemClock))?;
             bootstrap_admin(&state)?;
@@ -202,7 +212,6 @@ fn serve(config: Config) -> anyhow::Result<()> {
         })
         .await
         .context("start-up task failed")??;
-        let listeners = crate::server::Listeners::bind(listen, http_listen)?;
         let mode = state.config.tls.mode;
         tracing::info!(addr = %listeners.main.local_addr()?, tls = ?mode, http = ?http_listen, data_dir = %data_dir.display(), "berth is serving");
         let grace = std::time::Duration::from_secs(state.config.shutdown_grace_secs);
@@ -212,6 +221,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
         })
         .await?;
         tracing::info!("stopped");
-        Ok(())
-    })
+        anyhow::Ok(())
+    });
+    // Blocking work still running (a write waiting on a busy database) gets a moment, not more.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }

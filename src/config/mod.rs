@@ -1,6 +1,7 @@
 //! Configuration: embedded defaults < config file < `BERTH_*` environment < command-line
 //! flags, merged by figment and validated once into a `Config` that lives in the app state.
 
+pub mod keys;
 mod tls;
 
 use std::net::SocketAddr;
@@ -21,7 +22,7 @@ pub struct Config {
     /// Address of the main listener: plain HTTP when `tls.mode` is `off` (default
     /// 127.0.0.1:5000), HTTPS otherwise (default 0.0.0.0:443).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<String>,
     /// Folder holding the database, blobs and upload sessions.
     pub data_dir: PathBuf,
     /// Log filter: a level (`info`) or `target=level` pairs (`berth=debug,info`).
@@ -112,9 +113,15 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// What loading found: the configuration, and warnings worth a line on stderr.
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
 /// Merge every layer and validate. `file` is `--config`; without it the default path is
 /// read when present.
-pub fn load(file: Option<&Path>, cli: &Overrides) -> Result<Config, ConfigError> {
+pub fn load(file: Option<&Path>, cli: &Overrides) -> Result<Loaded, ConfigError> {
     let mut fig = Figment::from(Serialized::defaults(Config::default()));
     match file {
         Some(p) if !p.exists() => return Err(ConfigError::MissingFile(p.to_path_buf())),
@@ -124,35 +131,51 @@ pub fn load(file: Option<&Path>, cli: &Overrides) -> Result<Config, ConfigError>
         }
         None => {}
     }
-    // `BERTH_CONFIG` names the file (read by the CLI); every other BERTH_* must be a key.
-    // Nested keys use a double underscore: BERTH_TLS__MODE=acme.
-    fig = fig.merge(Env::prefixed("BERTH_").ignore(NOT_CONFIG_KEYS).split("__"));
+    // Only variables that name a key are read (nested keys with a double underscore:
+    // BERTH_TLS__MODE=acme); others, such as a CI's BERTH_TOKEN, are not berth's.
+    fig = fig.merge(
+        Env::prefixed("BERTH_")
+            .split("__")
+            .filter(|k| keys::is_key(k.as_str())),
+    );
     fig = fig.merge(Serialized::globals(cli));
     let config: Config = fig
         .extract()
-        .map_err(|e| ConfigError::Invalid(one_line(&e.to_string())))?;
-    validate(&config)?;
-    Ok(config)
+        .map_err(|e| ConfigError::Invalid(one_line(&keys::describe(&e))))?;
+    validate(&config, &fig)?;
+    let warnings = keys::env_warnings(std::env::vars().map(|(k, _)| k));
+    Ok(Loaded { config, warnings })
 }
 
-/// `BERTH_*` variables that are not configuration keys (read elsewhere, or by the shell).
-const NOT_CONFIG_KEYS: &[&str] = &["config", "admin_password"];
-
-fn validate(c: &Config) -> Result<(), ConfigError> {
+fn validate(c: &Config, fig: &Figment) -> Result<(), ConfigError> {
+    let invalid = |key: &str, what: String| {
+        ConfigError::Invalid(format!("{}: {what}", keys::written(fig, key)))
+    };
     if c.data_dir.as_os_str().is_empty() {
-        return Err(ConfigError::Invalid("data_dir must not be empty".into()));
+        return Err(invalid("data_dir", "must not be empty".into()));
     }
-    if let Err(e) = c.log.parse::<tracing_subscriber::filter::Targets>() {
-        return Err(ConfigError::Invalid(format!("log: {e} in {:?}", c.log)));
+    if let Some(l) = &c.listen {
+        keys::parse_addr(l).map_err(|e| invalid("listen", e))?;
     }
+    keys::check_log(&c.log).map_err(|e| invalid("log", e))?;
     c.tls.validate().map_err(ConfigError::Invalid)?;
-    let l = &c.limits;
-    if l.max_connections == 0 || l.header_timeout_secs == 0 || l.idle_timeout_secs == 0 {
-        return Err(ConfigError::Invalid(
-            "limits.max_connections, limits.header_timeout_secs and limits.idle_timeout_secs must be at least 1".into(),
-        ));
+    if let Err(e) = c.proxies() {
+        // "external_url: …" or "trusted_proxies: …": name the key as it was written.
+        return Err(match e.split_once(": ") {
+            Some((key, what)) => invalid(key, what.to_string()),
+            None => ConfigError::Invalid(e),
+        });
     }
-    c.proxies().map_err(ConfigError::Invalid)?;
+    let l = &c.limits;
+    for (key, v) in [
+        ("limits.max_connections", l.max_connections as u64),
+        ("limits.header_timeout_secs", l.header_timeout_secs),
+        ("limits.idle_timeout_secs", l.idle_timeout_secs),
+    ] {
+        if v == 0 {
+            return Err(invalid(key, "must be at least 1".into()));
+        }
+    }
     Ok(())
 }
 
@@ -163,7 +186,11 @@ fn one_line(s: &str) -> String {
 impl Config {
     /// The main listener's address, after the mode-dependent default.
     pub fn listen_addr(&self) -> SocketAddr {
-        self.listen.unwrap_or(match self.tls.mode {
+        let given = self
+            .listen
+            .as_deref()
+            .and_then(|l| keys::parse_addr(l).ok());
+        given.unwrap_or(match self.tls.mode {
             TlsMode::Off => SocketAddr::from(([127, 0, 0, 1], 5000)),
             TlsMode::Acme | TlsMode::Files => SocketAddr::from(([0, 0, 0, 0], 443)),
         })
@@ -179,10 +206,37 @@ impl Config {
     /// depend on other keys filled in.
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
-        shown.listen = Some(self.listen_addr());
+        shown.listen = Some(self.listen_addr().to_string());
         if self.tls.mode != TlsMode::Off && shown.tls.http_listen.is_none() {
             shown.tls.http_listen = Some(tls::DEFAULT_HTTP_LISTEN.into());
         }
-        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+        shown.external_url = shown.external_url.as_deref().map(keys::redact_url);
+        let text = match toml::to_string(&shown) {
+            Ok(t) => t,
+            Err(e) => return format!("# cannot render configuration: {e}\n"),
+        };
+        // Keys without a value (TOML has no null) are named, so every key shows.
+        let table: toml::Table = text.parse().unwrap_or_default();
+        let unset: Vec<&str> = keys::KEYS
+            .iter()
+            .copied()
+            .filter(|k| {
+                let mut v = Some(&table);
+                let mut parts = k.split('.').peekable();
+                while let Some(p) = parts.next() {
+                    match (v.and_then(|t| t.get(p)), parts.peek()) {
+                        (Some(toml::Value::Table(t)), Some(_)) => v = Some(t),
+                        (Some(_), None) => return false,
+                        _ => return true,
+                    }
+                }
+                true
+            })
+            .collect();
+        if unset.is_empty() {
+            text
+        } else {
+            format!("# not set: {}\n{text}", unset.join(", "))
+        }
     }
 }

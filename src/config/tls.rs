@@ -103,14 +103,13 @@ impl Tls {
         match self.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN) {
             "off" => None,
             // Validated at load.
-            a => a.parse().ok(),
+            a => super::keys::parse_addr(a).ok(),
         }
     }
 
     pub(super) fn validate(&self) -> Result<(), String> {
         if let Some(a) = self.http_listen.as_deref().filter(|a| *a != "off") {
-            a.parse::<SocketAddr>()
-                .map_err(|_| format!("tls.http_listen: {a:?} is not an address (or \"off\")"))?;
+            super::keys::parse_addr(a).map_err(|e| format!("tls.http_listen: {e} (or \"off\")"))?;
         }
         match self.mode {
             TlsMode::Off => Ok(()),
@@ -180,7 +179,10 @@ impl Proxies {
                     .strip_prefix("https://")
                     .or_else(|| u.strip_prefix("http://"))
                     .ok_or_else(|| {
-                        format!("external_url: {u:?} must start with https:// or http://")
+                        format!(
+                            "external_url: {:?} must start with https:// or http://",
+                            super::keys::redact_url(u)
+                        )
                     })?;
                 let host = rest.trim_end_matches('/');
                 let plain = host
@@ -188,7 +190,8 @@ impl Proxies {
                     .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
                 if host.is_empty() || !plain {
                     return Err(format!(
-                        "external_url: {u:?} must be scheme://host[:port], without a path"
+                        "external_url: {:?} must be scheme://host[:port], without user info or a path",
+                        super::keys::redact_url(u)
                     ));
                 }
                 Some(u.trim_end_matches('/').to_string())

@@ -75,6 +75,53 @@ fn gone_is_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
     }
 }
 
+/// The exclusive lock of a running server on its data directory (`berth.lock`, holding the
+/// server's pid). The kernel drops it when the process ends, however it ends.
+pub struct DirLock {
+    _file: fs::File,
+}
+
+/// Take the data directory for this process (creating it 0700 if needed), or say which
+/// process has it.
+pub fn lock_data_dir(root: &Path) -> Result<DirLock, String> {
+    use std::io::{Read, Seek, Write};
+    let at = |e: io::Error| format!("cannot lock the data directory {}: {e}", root.display());
+    create_dir(root).map_err(at)?;
+    let path = root.join("berth.lock");
+    let mut file = file_options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(at)?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim();
+            let who = if pid.is_empty() {
+                String::new()
+            } else {
+                format!(" (pid {pid})")
+            };
+            return Err(format!(
+                "another berth server is using the data directory {}{who}; stop it first, or give this one another --data-dir",
+                root.display()
+            ));
+        }
+        Err(e) => return Err(at(e.into())),
+    }
+    let mut write_pid = || -> io::Result<()> {
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())
+    };
+    write_pid().map_err(at)?;
+    Ok(DirLock { _file: file })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

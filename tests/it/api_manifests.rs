@@ -286,3 +286,88 @@ async fn artifacts_and_subject_header() {
     .await
     .assert(201);
 }
+
+#[tokio::test]
+async fn references_that_are_neither_tag_nor_digest_find_nothing() {
+    // What the OCI conformance suite asks with `.INVALID_MANIFEST_NAME`: nothing can be stored
+    // under such a reference, so a read is 404 MANIFEST_UNKNOWN, and a push is 400 with a code
+    // from the spec's table.
+    let app = TestApp::new();
+    app.push_image("refs/app", "v1", OCI_MANIFEST, 3).await;
+    for r in [
+        ".INVALID_MANIFEST_NAME",
+        "-bad",
+        &"t".repeat(129),
+        "bad:tag",
+    ] {
+        let path = format!("/v2/refs/app/manifests/{r}");
+        app.get(&path).await.assert_error(404, "MANIFEST_UNKNOWN");
+        let head = app.head(&path).await;
+        assert_eq!(head.status.as_u16(), 404, "HEAD {r}");
+        assert!(head.body.is_empty());
+        app.delete(&path)
+            .await
+            .assert_error(404, "MANIFEST_UNKNOWN");
+    }
+    let body = app.get("/v2/refs/app/manifests/v1").await.body;
+    app.put_manifest("refs/app", ".INVALID_MANIFEST_NAME", OCI_MANIFEST, &body)
+        .await
+        .assert_error(400, "MANIFEST_INVALID");
+    app.put_manifest("refs/app", "bad:tag", OCI_MANIFEST, &body)
+        .await
+        .assert_error(400, "DIGEST_INVALID");
+    // Without credentials the repository is still private: a challenge, not a 404.
+    let mut anon = app;
+    anon.auth_header = None;
+    anon.get("/v2/refs/app/manifests/.INVALID_MANIFEST_NAME")
+        .await
+        .assert_error(401, "UNAUTHORIZED");
+}
+
+/// Every error code berth emits is one of the OCI distribution spec's table, or one of the
+/// two server-side ones (`UNKNOWN`, `UNAVAILABLE`) that only a fault of the server produces.
+#[tokio::test]
+async fn error_codes_come_from_the_spec_table() {
+    const TABLE: &[&str] = &[
+        "BLOB_UNKNOWN",
+        "BLOB_UPLOAD_INVALID",
+        "BLOB_UPLOAD_UNKNOWN",
+        "DIGEST_INVALID",
+        "MANIFEST_BLOB_UNKNOWN",
+        "MANIFEST_INVALID",
+        "MANIFEST_UNKNOWN",
+        "NAME_INVALID",
+        "NAME_UNKNOWN",
+        "SIZE_INVALID",
+        "UNAUTHORIZED",
+        "DENIED",
+        "UNSUPPORTED",
+        "TOOMANYREQUESTS",
+    ];
+    let app = TestApp::new();
+    let d = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    let requests = [
+        ("GET", "/v2/nothing/here".to_string()),
+        ("GET", "/v2/A/tags/list".into()),
+        ("GET", "/v2/none/tags/list".into()),
+        ("GET", "/v2/none/tags/list?n=-1".into()),
+        ("GET", format!("/v2/none/blobs/{d}")),
+        ("GET", "/v2/none/blobs/sha256:xyz".into()),
+        (
+            "GET",
+            "/v2/none/blobs/uploads/0123456789abcdef0123456789abcdef".into(),
+        ),
+        ("GET", "/v2/none/manifests/v1".into()),
+        ("GET", "/v2/none/manifests/-bad".into()),
+        ("PUT", "/v2/none/manifests/-bad".into()),
+        ("PUT", "/v2/none/manifests/v1".into()),
+        ("POST", "/v2/none/tags/list".into()),
+        ("PUT", format!("/v2/none/blobs/uploads/x?digest={d}")),
+    ];
+    for (method, path) in requests {
+        let r = app.call(method, &path, &[], "").await;
+        assert!(r.status.is_client_error(), "{method} {path}: {}", r.status);
+        let code = r.error_code();
+        assert!(TABLE.contains(&code.as_str()), "{method} {path}: {code}");
+    }
+}

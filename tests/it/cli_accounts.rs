@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 
 use crate::common::{Server, basic, require_tool};
 
-fn berth(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+pub fn berth(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
     cmd.arg("--data-dir")
         .arg(data)
@@ -33,7 +33,7 @@ fn berth(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
 }
 
 #[track_caller]
-fn ok(o: &Output) -> String {
+pub fn ok(o: &Output) -> String {
     assert!(
         o.status.success(),
         "stderr: {}",
@@ -43,7 +43,7 @@ fn ok(o: &Output) -> String {
 }
 
 #[track_caller]
-fn fails(o: &Output, needle: &str) {
+pub fn fails(o: &Output, needle: &str) {
     assert!(
         !o.status.success(),
         "should fail; stdout: {}",
@@ -54,7 +54,7 @@ fn fails(o: &Output, needle: &str) {
     assert!(err.contains(needle), "{needle:?} in {err}");
 }
 
-fn status(server: &Server, path: &str, auth: &str) -> u16 {
+pub fn status(server: &Server, path: &str, auth: &str) -> u16 {
     let out = Command::new(require_tool("curl"))
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
         .arg(format!("Authorization: {auth}"))

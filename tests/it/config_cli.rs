@@ -104,10 +104,6 @@ fn unknown_keys_and_invalid_values_exit_2_with_one_line() {
         "listen_adress",
     );
     refused(
-        &berth(dir.path(), &["config", "show"], &[("BERTH_LISTN", "x")]),
-        "listn",
-    );
-    refused(
         &berth(
             dir.path(),
             &["serve"],
@@ -161,11 +157,12 @@ fn serve_with_embedded_defaults_and_stop_on_sigterm() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // The port is bound before the data directory is opened: wait for an HTTP answer.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect("127.0.0.1:5000").is_err() {
+    while !answers_http(5000) {
         assert!(
             Instant::now() < deadline,
-            "berth did not listen on 127.0.0.1:5000"
+            "berth did not answer on 127.0.0.1:5000"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -182,4 +179,197 @@ fn serve_with_embedded_defaults_and_stop_on_sigterm() {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
     assert!(log.contains("shutting down"), "{log}");
     assert!(log.contains("stopped"), "{log}");
+}
+
+/// Whether something answers HTTP on 127.0.0.1:`port` within a second.
+fn answers_http(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    if s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.1")
+}
+
+#[test]
+fn unrelated_berth_variables_change_nothing_and_misspelled_ones_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = berth(dir.path(), &["config", "show"], &[]);
+    assert!(plain.status.success());
+    // What the README's CI example exports, and what other tools might.
+    let with = berth(
+        dir.path(),
+        &["config", "show"],
+        &[
+            ("BERTH_TOKEN", "berth_rt_x"),
+            ("BERTH_URL", "https://r.example"),
+        ],
+    );
+    assert!(with.status.success(), "{}", stderr(&with));
+    assert_eq!(stdout(&with), stdout(&plain));
+    assert_eq!(stderr(&with), "");
+    let o = berth(
+        dir.path(),
+        &["config", "show"],
+        &[("BERTH_LISTNE", ":6000")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("BERTH_LISTNE") && stderr(&o).contains("did you mean BERTH_LISTEN?"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stdout(&o), stdout(&plain), "the misspelled one is not read");
+    // The CLI's other commands too.
+    let data = dir.path().join("data");
+    let o = berth(
+        dir.path(),
+        &["--data-dir", data.to_str().unwrap(), "user", "list"],
+        &[("BERTH_TOKEN", "berth_rt_x")],
+    );
+    assert!(!stderr(&o).contains("BERTH_TOKEN"), "{}", stderr(&o));
+}
+
+#[test]
+fn errors_name_the_key_as_written_without_internals_or_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("berth.toml");
+    std::fs::write(&file, "listen = \"nowhere\"\n").unwrap();
+    let f = file.to_str().unwrap();
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (vec!["serve"], vec![("BERTH_LOG", "verbose")], "BERTH_LOG"),
+        (
+            vec!["serve"],
+            vec![("BERTH_LISTEN", "nowhere")],
+            "BERTH_LISTEN",
+        ),
+        (vec!["serve", "--listen", "nowhere"], vec![], "--listen"),
+        (vec!["--config", f, "serve"], vec![], "listen in "),
+        (
+            vec!["serve"],
+            vec![("BERTH_LIMITS__MAX_CONNECTIONS", "many")],
+            "BERTH_LIMITS__MAX_CONNECTIONS",
+        ),
+        (
+            vec!["serve"],
+            vec![("BERTH_SHUTDOWN_GRACE_SECS", "-1")],
+            "BERTH_SHUTDOWN_GRACE_SECS",
+        ),
+        (
+            vec!["serve"],
+            vec![("BERTH_EXTERNAL_URL", "https://ops:hunter2@registry.example")],
+            "BERTH_EXTERNAL_URL",
+        ),
+        (
+            vec!["serve"],
+            vec![("BERTH_TLS__MODE", "sometimes")],
+            "BERTH_TLS__MODE",
+        ),
+    ];
+    for (args, env, key) in cases {
+        let o = berth(dir.path(), &args, &env);
+        refused(&o, key);
+        let err = stderr(&o);
+        for leak in ["src/", "berth::", "hunter2", "u64", "usize", "Overrides"] {
+            assert!(!err.contains(leak), "{leak:?} in {err}");
+        }
+    }
+}
+
+#[test]
+fn listen_addresses_as_registry_users_type_them() {
+    let dir = tempfile::tempdir().unwrap();
+    for (given, shown) in [
+        (":5000", "0.0.0.0:5000"),
+        ("localhost:5001", "127.0.0.1:5001"),
+    ] {
+        let o = berth(dir.path(), &["config", "show", "--listen", given], &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stdout(&o).contains(&format!("listen = \"{shown}\"")),
+            "{}",
+            stdout(&o)
+        );
+    }
+}
+
+#[test]
+fn config_show_names_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = berth(dir.path(), &["config", "show"], &[]);
+    let out = stdout(&o);
+    for key in berth::config::keys::KEYS {
+        let last = key.rsplit('.').next().unwrap();
+        assert!(
+            out.contains(&format!("{last} = "))
+                || out
+                    .lines()
+                    .next()
+                    .is_some_and(|l| l.starts_with("# not set:") && l.contains(key)),
+            "{key} missing from:\n{out}"
+        );
+    }
+    assert!(out.contains("[limits]"), "{out}");
+}
+
+#[test]
+fn a_busy_port_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let data = dir.path().join("data");
+    let o = berth(
+        dir.path(),
+        &[
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("cannot listen"), "{err}");
+    assert!(!err.contains("password"), "no admin was created: {err}");
+    assert!(!data.exists(), "a data directory was created");
+}
+
+#[test]
+fn a_second_server_on_one_data_directory_is_refused_also_after_a_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut first = crate::common::Server::start(&data, &[]);
+    let serve_again = || {
+        berth(
+            dir.path(),
+            &[
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{}", crate::common::server::free_port()),
+                "--data-dir",
+                data.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    let o = serve_again();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("another berth server"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.child.id())), "{err}");
+    // The CLI still works beside it.
+    first.admin(&["user", "list"]);
+    first.kill9();
+    let second = crate::common::Server::start(&data, &[]);
+    second.admin(&["user", "list"]);
 }

@@ -219,3 +219,53 @@ async fn patch_streamed_slowly(
     );
     hasher.lock().unwrap().clone().finish()
 }
+
+#[tokio::test]
+async fn sigterm_during_an_endless_request_ends_the_process_within_the_grace_period() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::start(
+        &tmp.path().join("data"),
+        &[("BERTH_SHUTDOWN_GRACE_SECS", "2")],
+    );
+    let c = client();
+    let auth = basic("admin", ADMIN_PASSWORD);
+    let r = c
+        .post(server.url("/v2/slow/app/blobs/uploads/"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    let loc = absolute(&server.url(""), r.headers()["location"].to_str().unwrap());
+    // A PATCH that keeps moving and never ends (a kibibyte every 100 ms).
+    let body = futures_util::stream::unfold((), |()| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Some((Ok::<_, std::io::Error>(vec![0u8; 1024]), ()))
+    });
+    let endless = tokio::spawn(
+        c.patch(&loc)
+            .header("authorization", &auth)
+            .body(reqwest::Body::wrap_stream(body))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let signalled = Instant::now();
+    server.signal_term();
+    let status = tokio::task::spawn_blocking(move || {
+        let s = server.wait();
+        (s, server.log())
+    })
+    .await
+    .unwrap();
+    let took = signalled.elapsed();
+    assert!(took < Duration::from_secs(5), "took {took:?} after SIGTERM");
+    assert!(
+        took >= Duration::from_secs(2),
+        "the request got its grace: {took:?}"
+    );
+    assert!(
+        status.1.contains("still running after the grace period"),
+        "{}",
+        status.1
+    );
+    endless.abort();
+}

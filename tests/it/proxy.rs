@@ -185,11 +185,15 @@ async fn external_url_decides_absolute_urls() {
             .starts_with("https://r.example.com/v2/ext/blobs/uploads/")
     );
     app.auth_header = None;
-    let r = app.get("/v2/").await;
-    assert_eq!(
-        r.header("www-authenticate"),
-        Some("Bearer realm=\"https://r.example.com/token\",service=\"berth\"")
-    );
+    // The realm comes from external_url, whatever Host the client sends.
+    for host in ["r.example.com", "evil.example", "10.0.0.9:5000"] {
+        let r = app.call("GET", "/v2/", &[("host", host)], "").await;
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Bearer realm=\"https://r.example.com/token\",service=\"berth\""),
+            "Host: {host}"
+        );
+    }
     // Without external_url and without a trusted proxy, forwarded headers are ignored and
     // locations stay relative.
     let plain = TestApp::new();

@@ -360,14 +360,16 @@ fn files_mode_serves_and_reloads_changed_files() {
     let (ok, status) = tls_status(&data, &config);
     assert!(ok && status.contains("names: registry.test"), "{status}");
 
-    // A key that does not match: one line and a non-zero exit at start.
+    // A key that does not match: one line and a non-zero exit at start (on a data directory
+    // of its own: the first server holds this one).
     std::fs::copy(d.join("a.key"), d.join("key.pem")).unwrap();
+    let other = d.join("data2");
     let out = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args([
             "--config",
             config.to_str().unwrap(),
             "--data-dir",
-            data.to_str().unwrap(),
+            other.to_str().unwrap(),
             "--listen",
         ])
         .arg(format!("127.0.0.1:{}", free_port()))
