@@ -187,8 +187,9 @@ async fn flush_pulls(state: AppState, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// How long after the grace period a process that has not stopped is ended anyway.
-const WATCHDOG_MARGIN: Duration = Duration::from_secs(5);
+/// How long after the grace period a process that has not stopped is ended anyway: more than
+/// the last database writes can wait on a busy database (10 s).
+const WATCHDOG_MARGIN: Duration = Duration::from_secs(15);
 
 /// Watch for ctrl-c and SIGTERM on a thread of its own, outside the server's runtime, so that
 /// they are seen even when every worker is busy. The receiver completes on the first signal;

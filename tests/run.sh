@@ -38,5 +38,8 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
-# The dev profile, as `cargo run -- serve` in the README: that command reuses this build.
+# The binary the README's first command runs (`cargo run -- serve`): the tests' dependencies
+# unify some features differently, so it is built on its own, and that command then starts
+# at once.
+cargo build --locked
 cargo test --locked "$@"

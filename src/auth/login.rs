@@ -49,10 +49,25 @@ impl Auth {
     }
 
     /// Audit a failed login without making the answer wait for the write. A name that is
-    /// not an account is not stored as typed: people type passwords into the name field.
+    /// not an account is not stored as typed: people type passwords into the name field. At
+    /// most `AUDIT_WRITERS` such writes wait at once; beyond, a flood of failures (robot-shaped
+    /// secrets cost no argon2) is counted in the log rather than queued without end.
     fn login_failed(&self, user: &str, addr: &str, robot: bool) {
+        let Ok(permit) = self.audit_writers.clone().try_acquire_owned() else {
+            let n = self
+                .audits_dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n % 1000 == 0 {
+                tracing::warn!(
+                    dropped = n + 1,
+                    "failed logins faster than they can be audited; some are not recorded"
+                );
+            }
+            return;
+        };
         let (auth, user, addr) = (self.clone(), user.to_string(), addr.to_string());
         tokio::spawn(async move {
+            let _permit = permit;
             let known = auth
                 .db
                 .read(move |c| -> Result<(bool, String), DbError> {
@@ -159,16 +174,18 @@ impl Auth {
             } => Some((user_id, hash, subject, epoch)),
             Lookup::Unknown => None,
         };
-        // From here on the password is checked: the attempt counts as a failure until it
-        // succeeds, so guesses sent at once cannot all be checked.
-        self.throttle
-            .begin(addr, name, now)
+        // From here on the password is checked: the check takes its place in the allowance
+        // while it runs, so guesses sent at once cannot all be checked.
+        let attempt = self
+            .throttle
+            .begin(addr, name, self.now())
             .map_err(AuthError::Locked)?;
         let Some((user_id, hash, subject, epoch)) = miss else {
             // Spend the same time as for a real user, so names cannot be probed by timing.
             let p = password.to_string();
             let _permit = self.argon2.acquire().await;
             let _ = tokio::task::spawn_blocking(move || password::verify(&p, dummy_hash())).await;
+            attempt.failed(self.now());
             return Ok(None);
         };
         let p = password.to_string();
@@ -178,9 +195,10 @@ impl Auth {
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         drop(permit);
         if !ok {
+            attempt.failed(self.now());
             return Ok(None);
         }
-        self.throttle.succeeded(addr, name);
+        attempt.succeeded();
         // Bookkeeping: the answer does not wait for it (nor for a busy database).
         let db = self.db.clone();
         tokio::spawn(async move {
@@ -240,35 +258,41 @@ impl Auth {
 #[derive(Default)]
 pub(super) struct Flights(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
 
-/// Held while a check runs; the entry goes when its last holder is done.
+/// Held while a check runs or waits for one; the entry goes when nobody holds or waits for
+/// it (also when the waiting request is cancelled).
 pub(super) struct Flight<'a> {
     flights: &'a Flights,
     key: String,
-    _guard: tokio::sync::OwnedMutexGuard<()>,
+    entry: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Flights {
     pub(super) async fn enter(&self, key: &str) -> Flight<'_> {
-        let lock = {
+        let entry = {
             let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(key.to_string()).or_default().clone()
         };
-        Flight {
+        let mut flight = Flight {
             flights: self,
             key: key.to_string(),
-            _guard: lock.lock_owned().await,
-        }
+            entry: entry.clone(),
+            guard: None,
+        };
+        flight.guard = Some(entry.lock_owned().await);
+        flight
     }
 }
 
 impl Drop for Flight<'_> {
     fn drop(&mut self) {
+        drop(self.guard.take());
         let mut map = self.flights.0.lock().unwrap_or_else(|p| p.into_inner());
-        // Only the map's own reference left besides ours: nobody is waiting.
-        if map
+        // The map's reference and ours: nobody else holds or waits for this entry.
+        let ours = map
             .get(&self.key)
-            .is_some_and(|l| Arc::strong_count(l) <= 2)
-        {
+            .is_some_and(|e| Arc::ptr_eq(e, &self.entry));
+        if ours && Arc::strong_count(&self.entry) <= 2 {
             map.remove(&self.key);
         }
     }

@@ -37,6 +37,8 @@ use crate::db::{Conn, Db, DbError, audit, settings, tokens, users};
 pub const TOKEN_TTL: i64 = 300;
 /// How long a verified password stays cached, seconds.
 const PASSWORD_CACHE_TTL: i64 = 15 * 60;
+/// Failed-login audit writes that may wait at once.
+const AUDIT_WRITERS: usize = 16;
 /// A robot token's last-use time is written at most this often, seconds.
 const TOUCH_EVERY: i64 = 60;
 
@@ -82,6 +84,9 @@ pub struct Auth {
     argon2: Arc<tokio::sync::Semaphore>,
     touched: Arc<Mutex<HashMap<i64, i64>>>,
     flights: Arc<login::Flights>,
+    /// Failed-login audit writes waiting at once, at most (`login::login_failed`).
+    audit_writers: Arc<tokio::sync::Semaphore>,
+    audits_dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Auth {
@@ -102,6 +107,8 @@ impl Auth {
             )),
             touched: Arc::default(),
             flights: Arc::default(),
+            audit_writers: Arc::new(tokio::sync::Semaphore::new(AUDIT_WRITERS)),
+            audits_dropped: Arc::default(),
         })
     }
 

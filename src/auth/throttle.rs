@@ -5,9 +5,10 @@
 //! (spraying, or random names to dodge the per-pair count) is locked out as a whole after a
 //! larger allowance. Records are forgotten after a quiet period.
 //!
-//! A password check counts as a failure from the moment it starts (`begin`) until it
-//! succeeds (`succeeded`): otherwise many guesses sent at once would all be checked before
-//! the first failure was written down.
+//! Password checks in flight count against the allowance too (`begin`): of many guesses sent
+//! at once, only as many are checked as failures are still free; the others are refused at
+//! once. A check that ends (`Attempt::succeeded`, `Attempt::failed`, or dropped when its
+//! request is cancelled) gives its place back; only a failure is remembered.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -25,82 +26,149 @@ const MAX_ENTRIES: usize = 100_000;
 #[derive(Default)]
 pub struct Throttle(Mutex<HashMap<(String, String), Record>>);
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Record {
     failures: u32,
+    in_flight: u32,
     locked_until: i64,
     last: i64,
 }
 
-impl Throttle {
-    /// `Some(seconds)` to wait when the pair, or the address as a whole, is locked out.
-    pub fn locked(&self, addr: &str, name: &str, now: i64) -> Option<i64> {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        locked_in(&map, addr, name, now)
+type Map = HashMap<(String, String), Record>;
+
+fn key(addr: &str, name: &str) -> (String, String) {
+    (addr.to_string(), name.to_string())
+}
+
+/// A password check under way: its place in the allowance until it ends.
+pub struct Attempt<'a> {
+    throttle: &'a Throttle,
+    addr: String,
+    name: String,
+    done: bool,
+}
+
+impl Attempt<'_> {
+    /// The password was right: the pair is clear.
+    pub fn succeeded(mut self) {
+        self.done = true;
+        let mut map = self.throttle.lock();
+        map.remove(&key(&self.addr, &self.name));
+        leave(&mut map, &self.addr, ANY);
     }
 
-    /// Start an attempt that will be checked: refused with the seconds to wait when the pair
-    /// or the address is locked out, else counted as a failure until `succeeded`.
-    pub fn begin(&self, addr: &str, name: &str, now: i64) -> Result<(), i64> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+    /// The password was wrong: a failure, which may lock the pair or the address out.
+    pub fn failed(mut self, now: i64) {
+        self.done = true;
+        let mut map = self.throttle.lock();
+        leave(&mut map, &self.addr, &self.name);
+        leave(&mut map, &self.addr, ANY);
+        count_failure(&mut map, &self.addr, &self.name, now);
+    }
+}
+
+impl Drop for Attempt<'_> {
+    /// Cancelled before an answer (the client went away): neither success nor failure.
+    fn drop(&mut self) {
+        if !self.done {
+            let mut map = self.throttle.lock();
+            leave(&mut map, &self.addr, &self.name);
+            leave(&mut map, &self.addr, ANY);
+        }
+    }
+}
+
+fn leave(map: &mut Map, addr: &str, name: &str) {
+    if let Some(r) = map.get_mut(&key(addr, name)) {
+        r.in_flight = r.in_flight.saturating_sub(1);
+    }
+}
+
+impl Throttle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Map> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `Some(seconds)` to wait when the pair, or the address as a whole, is locked out.
+    pub fn locked(&self, addr: &str, name: &str, now: i64) -> Option<i64> {
+        locked_in(&self.lock(), addr, name, now)
+    }
+
+    /// Start a password check: refused with the seconds to wait when the pair or the address
+    /// is locked out, or when the checks already under way would use up what is left of its
+    /// allowance.
+    pub fn begin(&self, addr: &str, name: &str, now: i64) -> Result<Attempt<'_>, i64> {
+        let mut map = self.lock();
         if let Some(wait) = locked_in(&map, addr, name, now) {
             return Err(wait);
         }
-        count_failure(&mut map, addr, name, now);
-        Ok(())
-    }
-
-    /// An attempt started with `begin` succeeded: the pair is clear, and the address no
-    /// longer counts it.
-    pub fn succeeded(&self, addr: &str, name: &str) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(&(addr.to_string(), name.to_string()));
-        if let Some(r) = map.get_mut(&(addr.to_string(), ANY.to_string())) {
-            r.failures = r.failures.saturating_sub(1);
+        make_room(&mut map, now);
+        for (n, free) in [(name, FREE_FAILURES), (ANY, FREE_FAILURES_PER_ADDRESS)] {
+            let r = map.get(&key(addr, n)).copied().unwrap_or_default();
+            let failures = if now - r.last > MAX_LOCK_SECS {
+                0
+            } else {
+                r.failures
+            };
+            if failures + r.in_flight >= free {
+                return Err(1);
+            }
         }
+        for n in [name, ANY] {
+            let r = map.entry(key(addr, n)).or_insert(Record {
+                last: now,
+                ..Record::default()
+            });
+            r.in_flight += 1;
+        }
+        Ok(Attempt {
+            throttle: self,
+            addr: addr.to_string(),
+            name: name.to_string(),
+            done: false,
+        })
     }
 
-    /// A failure of an attempt that was not started with `begin`.
+    /// A failure of an attempt that was not started with `begin` (a robot secret).
     pub fn failure(&self, addr: &str, name: &str, now: i64) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.lock();
+        make_room(&mut map, now);
         count_failure(&mut map, addr, name, now);
     }
 
     /// A success clears the pair (the address record decays on its own).
     pub fn success(&self, addr: &str, name: &str) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(&(addr.to_string(), name.to_string()));
+        self.lock().remove(&key(addr, name));
     }
 }
-
-type Map = HashMap<(String, String), Record>;
 
 fn locked_in(map: &Map, addr: &str, name: &str, now: i64) -> Option<i64> {
     [name, ANY]
         .iter()
-        .filter_map(|n| map.get(&(addr.to_string(), n.to_string())))
+        .filter_map(|n| map.get(&key(addr, n)))
         .filter(|r| r.locked_until > now)
         .map(|r| r.locked_until - now)
         .max()
 }
 
-fn count_failure(map: &mut Map, addr: &str, name: &str, now: i64) {
+/// Keep the map bounded: forget quiet records, or everything but checks under way when a
+/// flood of recent distinct names fills it.
+fn make_room(map: &mut Map, now: i64) {
     if map.len() >= MAX_ENTRIES {
         let cutoff = now - MAX_LOCK_SECS;
-        map.retain(|_, r| r.last > cutoff);
+        map.retain(|_, r| r.last > cutoff || r.in_flight > 0);
         if map.len() >= MAX_ENTRIES {
-            // A flood of recent distinct names: start over rather than scan each time.
-            map.clear();
+            map.retain(|_, r| r.in_flight > 0);
         }
     }
-    for (key, free) in [(name, FREE_FAILURES), (ANY, FREE_FAILURES_PER_ADDRESS)] {
-        let r = map
-            .entry((addr.to_string(), key.to_string()))
-            .or_insert(Record {
-                failures: 0,
-                locked_until: 0,
-                last: now,
-            });
+}
+
+fn count_failure(map: &mut Map, addr: &str, name: &str, now: i64) {
+    for (n, free) in [(name, FREE_FAILURES), (ANY, FREE_FAILURES_PER_ADDRESS)] {
+        let r = map.entry(key(addr, n)).or_insert(Record {
+            last: now,
+            ..Record::default()
+        });
         if now - r.last > MAX_LOCK_SECS {
             r.failures = 0;
         }
@@ -141,21 +209,26 @@ mod tests {
     }
 
     #[test]
-    fn attempts_in_flight_count_as_failures() {
+    fn checks_in_flight_use_up_the_allowance_and_only_failures_stay() {
         let t = Throttle::default();
         // Fifty guesses arriving together: only the free ones start.
-        let started = (0..50)
-            .filter(|_| t.begin("1.1.1.1", "bob", 100).is_ok())
-            .count();
-        assert_eq!(started as u32, FREE_FAILURES);
-        // A check that succeeds gives the address its count back and clears the pair.
-        let t = Throttle::default();
-        for _ in 0..FREE_FAILURES_PER_ADDRESS - 1 {
-            t.begin("1.1.1.1", "bob", 100).unwrap();
-            t.succeeded("1.1.1.1", "bob");
+        let started: Vec<_> = (0..50)
+            .filter_map(|_| t.begin("1.1.1.1", "bob", 100).ok())
+            .collect();
+        assert_eq!(started.len() as u32, FREE_FAILURES);
+        for a in started {
+            a.failed(100);
         }
-        assert_eq!(t.locked("1.1.1.1", "bob", 100), None);
-        assert!(t.begin("1.1.1.1", "carol", 100).is_ok());
+        assert!(t.locked("1.1.1.1", "bob", 100).is_some());
+        // Many right passwords from one address, one after another or cancelled: no lockout.
+        let t = Throttle::default();
+        for i in 0..100 {
+            let name = format!("user{i}");
+            t.begin("2.2.2.2", &name, 100).unwrap().succeeded();
+            drop(t.begin("2.2.2.2", &name, 100).unwrap());
+        }
+        assert_eq!(t.locked("2.2.2.2", "anyone", 100), None);
+        assert!(t.begin("2.2.2.2", "carol", 100).is_ok());
     }
 
     #[test]

@@ -167,14 +167,20 @@ fn validate(c: &Config, fig: &Figment) -> Result<(), ConfigError> {
         });
     }
     let l = &c.limits;
-    for (key, v) in [
-        ("limits.max_connections", l.max_connections as u64),
-        ("limits.header_timeout_secs", l.header_timeout_secs),
-        ("limits.idle_timeout_secs", l.idle_timeout_secs),
+    for (key, v, max) in [
+        ("limits.max_connections", l.max_connections as u64, 1 << 20),
+        ("limits.header_timeout_secs", l.header_timeout_secs, 3600),
+        ("limits.idle_timeout_secs", l.idle_timeout_secs, 86_400),
     ] {
-        if v == 0 {
-            return Err(invalid(key, "must be at least 1".into()));
+        if v == 0 || v > max {
+            return Err(invalid(key, format!("{v} is out of range: 1 to {max}")));
         }
+    }
+    if c.shutdown_grace_secs > 3600 {
+        return Err(invalid(
+            "shutdown_grace_secs",
+            format!("{} is out of range: 0 to 3600", c.shutdown_grace_secs),
+        ));
     }
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! The accept loop of every listener (plain HTTP, HTTPS, the redirect listener), with the
 //! limits a server on the open internet needs:
 //!
-//! - the TLS handshake and each request's headers must arrive within `header_timeout` (for
-//!   HTTP/1.1 that also bounds how long a kept-alive connection waits for its next request);
+//! - the TLS handshake, then the first request, then each HTTP/1.1 request's headers must
+//!   arrive within `header_timeout` (for HTTP/1.1 that also bounds how long a kept-alive
+//!   connection waits for its next request);
 //! - a connection on which no byte has moved either way for `idle_timeout` is closed, whatever
 //!   it is doing (silent, idle, or a stalled upload or download); a transfer that keeps moving,
 //!   however slowly, is never cut;
@@ -78,6 +79,9 @@ pub struct Connections {
 
 struct Conn {
     activity: Arc<AtomicU64>,
+    /// Requests being answered: a connection with one is closed to make room only when no
+    /// connection is without.
+    in_flight: Arc<AtomicU64>,
     evict: Arc<Notify>,
 }
 
@@ -120,7 +124,10 @@ impl Connections {
         if open.len() >= self.limits.max_connections {
             let quietest = open
                 .iter()
-                .min_by_key(|(_, c)| c.activity.load(Ordering::Relaxed))
+                .min_by_key(|(_, c)| {
+                    let busy = c.in_flight.load(Ordering::Relaxed) > 0;
+                    (busy, c.activity.load(Ordering::Relaxed))
+                })
                 .map(|(id, _)| *id);
             match quietest.and_then(|id| open.remove(&id)) {
                 Some(c) => {
@@ -136,11 +143,13 @@ impl Connections {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let activity = Arc::new(AtomicU64::new(self.now_ms()));
+        let in_flight = Arc::new(AtomicU64::new(0));
         let evict = Arc::new(Notify::new());
         open.insert(
             id,
             Conn {
                 activity: activity.clone(),
+                in_flight: in_flight.clone(),
                 evict: evict.clone(),
             },
         );
@@ -152,6 +161,7 @@ impl Connections {
             conns: self.clone(),
             id,
             activity,
+            in_flight,
             evict,
         })
     }
@@ -198,7 +208,25 @@ struct Admitted {
     conns: Arc<Connections>,
     id: u64,
     activity: Arc<AtomicU64>,
+    in_flight: Arc<AtomicU64>,
     evict: Arc<Notify>,
+}
+
+/// One request being answered on a connection, until its response is ready (or the request
+/// is cancelled).
+struct InFlight(Arc<AtomicU64>);
+
+impl InFlight {
+    fn new(count: &Arc<AtomicU64>) -> InFlight {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Admitted {
@@ -339,14 +367,26 @@ async fn connection<H: Handshake>(
             _ => return,
         },
         _ = admitted.evict.notified() => return,
+        _ = stopped(&mut stop) => return,
     };
+    // Whether a first request arrived: until one does, the connection has `header_timeout`
+    // from the end of the handshake (this also bounds the first bytes of a TLS connection,
+    // which are read before HTTP/1 or HTTP/2 is chosen).
+    let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let first_by = tokio::time::Instant::now() + limits.header_timeout;
+    let flag = asked.clone();
+    let in_flight = admitted.in_flight.clone();
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            flag.store(true, Ordering::Relaxed);
+            let busy = InFlight::new(&in_flight);
             req.extensions_mut().insert(ConnectInfo(peer));
             let mut app = app.clone();
             async move {
                 use tower::Service as _;
-                app.call(req.map(axum::body::Body::new)).await
+                let resp = app.call(req.map(axum::body::Body::new)).await;
+                drop(busy);
+                resp
             }
         });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -368,6 +408,11 @@ async fn connection<H: Handshake>(
             _ = conn.as_mut() => return,
             // Closed to make room: the quietest connection, dropped at once.
             _ = admitted.evict.notified() => return,
+            _ = tokio::time::sleep_until(first_by), if !asked.load(Ordering::Relaxed) => {
+                if !asked.load(Ordering::Relaxed) {
+                    return;
+                }
+            }
             _ = tokio::time::sleep_until(quiet_until) => {
                 let now = admitted.conns.now_ms();
                 let last = admitted.activity.load(Ordering::Relaxed);

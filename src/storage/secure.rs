@@ -34,12 +34,16 @@ pub fn file_options() -> fs::OpenOptions {
 
 /// Make the data directory owner-only: create it 0700 if missing, and take away every group
 /// and other permission from it and everything in it. Returns the paths that were repaired.
-/// Symbolic links are neither followed nor changed. A file that vanishes during the walk (an
+/// Symbolic links below it are neither followed nor changed. A file that vanishes during the walk (an
 /// upload finished by a running server) is skipped.
 pub fn secure_data_dir(root: &Path) -> io::Result<Vec<PathBuf>> {
     create_dir(root)?;
+    // The data directory itself may be a link (/var/lib/berth -> /srv/berth): follow it. It is
+    // repaired first, so once the walk goes below it no other account can enter it any more
+    // and swap an entry for a link between the check and the change of mode.
+    let root = fs::canonicalize(root)?;
     let mut repaired = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
+    let mut stack = vec![root.clone()];
     while let Some(path) = stack.pop() {
         let meta = match gone_is_none(fs::symlink_metadata(&path))? {
             Some(m) if !m.file_type().is_symlink() => m,
@@ -137,11 +141,18 @@ mod tests {
         fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
         let mut repaired = secure_data_dir(&root).unwrap();
         repaired.sort();
-        assert_eq!(repaired, vec![root.clone(), f.clone()]);
+        let canon = |p: &Path| fs::canonicalize(p).unwrap();
+        assert_eq!(repaired, vec![canon(&root), canon(&f)]);
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&root), 0o700);
         assert_eq!(mode(&root.join("blobs/sha256/ab")), 0o700);
         assert_eq!(mode(&f), 0o600);
         assert!(secure_data_dir(&root).unwrap().is_empty());
+        // Through a link to the data directory, the directory itself is repaired.
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(&root, &link).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(secure_data_dir(&link).unwrap(), vec![canon(&root)]);
+        assert_eq!(mode(&root), 0o700);
     }
 }

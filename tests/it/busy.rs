@@ -22,23 +22,9 @@ async fn a_write_lock_held_elsewhere_is_a_503_for_pushes_and_nothing_for_pulls()
     // Something to pull: a blob and a manifest, and a pull-only robot token.
     let blob = b"layer bytes";
     let d = berth::oci::Digest::sha256_of(blob);
-    let r = c
-        .post(server.url(&format!("/v2/busy/app/blobs/uploads/?digest={d}")))
-        .header("authorization", &admin)
-        .body(blob.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
+    assert_eq!(start_upload(&c, &server, &admin, Some(blob)).await.0, 201);
     let cfg = berth::oci::Digest::sha256_of(b"{}");
-    let r = c
-        .post(server.url(&format!("/v2/busy/app/blobs/uploads/?digest={cfg}")))
-        .header("authorization", &admin)
-        .body(b"{}".to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
+    assert_eq!(start_upload(&c, &server, &admin, Some(b"{}")).await.0, 201);
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -121,28 +107,40 @@ async fn a_write_lock_held_elsewhere_is_a_503_for_pushes_and_nothing_for_pulls()
         }
     }
     // A push waits at most the busy timeout, then is told to come back.
-    let r = c
-        .post(server.url("/v2/busy/app/blobs/uploads/"))
-        .header("authorization", &admin)
-        .send()
-        .await
-        .unwrap();
+    let (status, retry_after, body) = start_upload(&c, &server, &admin, None).await;
     assert!(
         locked_at.elapsed() < Duration::from_secs(HOLD_SECS),
         "the lock was released first"
     );
-    assert_eq!(r.status().as_u16(), 503);
-    assert_eq!(r.headers()["retry-after"], "5");
-    let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(retry_after.as_deref(), Some("5"));
     assert_eq!(body["errors"][0]["code"], "UNAVAILABLE");
     assert!(holder.wait().unwrap().success());
     // Once the lock is gone, pushes go through again.
-    let r = c
-        .post(server.url("/v2/busy/app/blobs/uploads/"))
-        .header("authorization", &admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202);
+    assert_eq!(start_upload(&c, &server, &admin, None).await.0, 202);
     assert!(!server.log().contains("internal error"), "{}", server.log());
+}
+
+/// `POST /v2/busy/app/blobs/uploads/`, monolithic when `blob` is given: status, Retry-After
+/// and the body as JSON (null when it is not JSON).
+async fn start_upload(
+    c: &reqwest::Client,
+    server: &Server,
+    auth: &str,
+    blob: Option<&[u8]>,
+) -> (u16, Option<String>, serde_json::Value) {
+    let mut url = server.url("/v2/busy/app/blobs/uploads/");
+    let mut req = c.post(&url).header("authorization", auth);
+    if let Some(b) = blob {
+        url = format!("{url}?digest={}", berth::oci::Digest::sha256_of(b));
+        req = c.post(&url).header("authorization", auth).body(b.to_vec());
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or_default();
+    (status, retry, body)
 }

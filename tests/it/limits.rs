@@ -1,6 +1,7 @@
 //! Limits an attacker with some credentials (or none) must not get past: concurrent password
 //! guesses, huge manifests, pathological patterns.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth::clock::Clock as _;
@@ -10,22 +11,9 @@ use crate::common::{ADMIN_PASSWORD, TestApp, basic};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_wrong_passwords_for_one_account_are_not_all_checked() {
-    let app = std::sync::Arc::new(TestApp::new());
-    let tasks: Vec<_> = (0..50)
-        .map(|i| {
-            let (app, bad) = (app.clone(), basic("admin", &format!("guess-{i}")));
-            tokio::spawn(async move {
-                app.call_from("10.0.0.9", "GET", "/v2/", &[("authorization", &bad)])
-                    .await
-                    .status
-                    .as_u16()
-            })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for t in tasks {
-        statuses.push(t.await.unwrap());
-    }
+    let app = Arc::new(TestApp::new());
+    let guesses = (0..50).map(|i| basic("admin", &format!("guess-{i}")));
+    let statuses = all_at_once(&app, "10.0.0.9", guesses).await;
     let checked = statuses.iter().filter(|s| **s == 401).count();
     let refused = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!(checked + refused, 50, "{statuses:?}");
@@ -45,22 +33,34 @@ async fn concurrent_wrong_passwords_for_one_account_are_not_all_checked() {
 async fn concurrent_requests_with_the_right_password_all_get_in() {
     // A client that sends Basic credentials on every request, many at once: one check, and
     // the others wait for it rather than counting as attempts.
-    let app = std::sync::Arc::new(TestApp::new());
-    let good = basic("admin", ADMIN_PASSWORD);
-    let tasks: Vec<_> = (0..32)
-        .map(|_| {
-            let (app, good) = (app.clone(), good.clone());
+    let app = Arc::new(TestApp::new());
+    let good = std::iter::repeat_n(basic("admin", ADMIN_PASSWORD), 32);
+    let statuses = all_at_once(&app, "10.0.0.8", good).await;
+    assert_eq!(statuses, vec![200; 32]);
+}
+
+/// `GET /v2/` with each of `auths` at once from `ip`; the statuses in order.
+async fn all_at_once(
+    app: &Arc<TestApp>,
+    ip: &'static str,
+    auths: impl Iterator<Item = String>,
+) -> Vec<u16> {
+    let tasks: Vec<_> = auths
+        .map(|auth| {
+            let app = app.clone();
             tokio::spawn(async move {
-                app.call_from("10.0.0.8", "GET", "/v2/", &[("authorization", &good)])
+                app.call_from(ip, "GET", "/v2/", &[("authorization", &auth)])
                     .await
                     .status
                     .as_u16()
             })
         })
         .collect();
+    let mut statuses = Vec::new();
     for t in tasks {
-        assert_eq!(t.await.unwrap(), 200);
+        statuses.push(t.await.unwrap());
     }
+    statuses
 }
 
 /// An image manifest just under 4 MiB with `n` distinct layers.
@@ -83,19 +83,19 @@ fn huge_manifest(n: usize) -> Vec<u8> {
     bytes
 }
 
+async fn put_huge(app: &TestApp, body: &[u8]) -> crate::common::Resp {
+    let oci = "application/vnd.oci.image.manifest.v1+json";
+    app.put_manifest("big/app", "v1", oci, body).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manifest_with_38000_layers_is_answered_quickly_and_stalls_nothing() {
-    let app = std::sync::Arc::new(TestApp::new());
+    let app = Arc::new(TestApp::new());
     let body = huge_manifest(38_000);
     let started = Instant::now();
-    app.put_manifest(
-        "big/app",
-        "v1",
-        "application/vnd.oci.image.manifest.v1+json",
-        &body,
-    )
-    .await
-    .assert_error(400, "MANIFEST_BLOB_UNKNOWN");
+    put_huge(&app, &body)
+        .await
+        .assert_error(400, "MANIFEST_BLOB_UNKNOWN");
     let one = started.elapsed();
     assert!(
         one < Duration::from_millis(500),
@@ -105,16 +105,7 @@ async fn a_manifest_with_38000_layers_is_answered_quickly_and_stalls_nothing() {
     let puts: Vec<_> = (0..4)
         .map(|_| {
             let (app, body) = (app.clone(), body.clone());
-            tokio::spawn(async move {
-                app.put_manifest(
-                    "big/app",
-                    "v1",
-                    "application/vnd.oci.image.manifest.v1+json",
-                    &body,
-                )
-                .await
-                .status
-            })
+            tokio::spawn(async move { put_huge(&app, &body).await.status })
         })
         .collect();
     let mut slowest = Duration::ZERO;

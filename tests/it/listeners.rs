@@ -112,7 +112,55 @@ fn silent_trickling_and_idle_connections_are_closed_on_the_tls_and_redirect_list
     let mut conns = misbehaving_connections(server.port);
     conns.retain(|(what, _)| *what != "idle");
     conns.extend(misbehaving_connections(http_port));
+    // And one that completes its handshake, then trickles fewer bytes than any request.
+    let tls_trickler = std::thread::spawn(move || tls_trickle_lasts(server.port));
     assert_all_closed(conns, Duration::from_secs(6));
+    let lasted = tls_trickler.join().unwrap();
+    assert!(
+        lasted < Duration::from_secs(6),
+        "a trickle after the TLS handshake lasted {lasted:?}"
+    );
+}
+
+/// How long the server keeps a TLS connection open that sends a byte every half second after
+/// its handshake (at most 15 s).
+fn tls_trickle_lasts(port: u16) -> Duration {
+    use std::process::Stdio;
+    let started = Instant::now();
+    let mut child = std::process::Command::new(crate::common::require_tool("openssl"))
+        .args([
+            "s_client",
+            "-quiet",
+            "-servername",
+            "registry.test",
+            "-connect",
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::spawn(move || {
+        for b in b"GET /v2/ HTTP/1.1\r\nX" {
+            if stdin.write_all(&[*b]).and_then(|()| stdin.flush()).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        // Then hold the connection open without a word.
+        std::thread::sleep(Duration::from_secs(15));
+    });
+    while started.elapsed() < Duration::from_secs(15) {
+        if child.try_wait().unwrap().is_some() {
+            return started.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    started.elapsed()
 }
 
 #[tokio::test]
@@ -152,16 +200,8 @@ async fn a_client_is_answered_while_the_connection_cap_is_reached() {
 async fn a_slow_upload_that_keeps_moving_is_not_cut() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data"), SHORT);
-    let c = client();
-    let auth = basic("admin", ADMIN_PASSWORD);
-    let r = c
-        .post(server.url("/v2/slow/app/blobs/uploads/"))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202);
-    let loc = absolute(&server.url(""), r.headers()["location"].to_str().unwrap());
+    let (c, auth) = (client(), basic("admin", ADMIN_PASSWORD));
+    let loc = upload_session(&server, &c, &auth).await;
     // 100 MiB in 1 MiB pieces, 80 ms apart: about 8 s, longer than both timeouts.
     let started = Instant::now();
     let digest = patch_streamed_slowly(&c, &loc, &auth, 100).await;
@@ -181,6 +221,18 @@ async fn a_slow_upload_that_keeps_moving_is_not_cut() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 201);
+}
+
+/// Start an upload session as the administrator; its absolute location.
+async fn upload_session(server: &Server, c: &reqwest::Client, auth: &str) -> String {
+    let r = c
+        .post(server.url("/v2/slow/app/blobs/uploads/"))
+        .header("authorization", auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    absolute(&server.url(""), r.headers()["location"].to_str().unwrap())
 }
 
 async fn patch_streamed_slowly(
@@ -227,15 +279,8 @@ async fn sigterm_during_an_endless_request_ends_the_process_within_the_grace_per
         &tmp.path().join("data"),
         &[("BERTH_SHUTDOWN_GRACE_SECS", "2")],
     );
-    let c = client();
-    let auth = basic("admin", ADMIN_PASSWORD);
-    let r = c
-        .post(server.url("/v2/slow/app/blobs/uploads/"))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap();
-    let loc = absolute(&server.url(""), r.headers()["location"].to_str().unwrap());
+    let (c, auth) = (client(), basic("admin", ADMIN_PASSWORD));
+    let loc = upload_session(&server, &c, &auth).await;
     // A PATCH that keeps moving and never ends (a kibibyte every 100 ms).
     let body = futures_util::stream::unfold((), |()| async {
         tokio::time::sleep(Duration::from_millis(100)).await;
