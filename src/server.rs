@@ -59,6 +59,7 @@ pub async fn run(
     let conns = Connections::new(limits(&state.config.limits));
     let mut tasks: Vec<JoinHandle<std::io::Result<()>>> = Vec::new();
     let flusher = tokio::spawn(flush_pulls(state.clone(), stop_rx.clone()));
+    tokio::spawn(crate::http::memory::trim_periodically(stop_rx.clone()));
 
     let mode = state.config.tls.mode;
     let mut app = crate::router(state.clone());

@@ -73,6 +73,7 @@ const EXIT_CONFIG: u8 = 2;
 pub fn main() -> ExitCode {
     // Everything berth creates is its owner's alone: the database holds the token signing key.
     crate::storage::secure::owner_only_umask();
+    crate::http::memory::configure_allocator();
     let cli = Cli::parse();
     let overrides = Overrides {
         listen: cli.listen.clone(),

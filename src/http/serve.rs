@@ -31,6 +31,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
+/// The most a connection reads ahead of what its request has taken (HTTP/1.1).
+const MAX_READ_BUF: usize = 128 * 1024;
+
 /// The limits of every listener.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -393,7 +396,11 @@ async fn connection<H: Handshake>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        // The read buffer of a connection: hyper grows it to 400 KiB for a fast upload by
+        // default, and an upload's pieces hold on to it until written; 128 KiB reads keep
+        // pushes as fast and many concurrent uploads smaller.
+        .max_buf_size(MAX_READ_BUF);
     if !h2 {
         builder = builder.http1_only();
     }

@@ -39,6 +39,8 @@ pub enum Sync {
 pub struct Store {
     root: PathBuf,
     sync: Sync,
+    /// Upload bytes received but not yet written, over all uploads at once (`writer`).
+    budget: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Store {
@@ -49,6 +51,7 @@ impl Store {
         Ok(Store {
             root: root.to_path_buf(),
             sync,
+            budget: std::sync::Arc::new(tokio::sync::Semaphore::new(writer::BUDGET_UNITS)),
         })
     }
 

@@ -17,6 +17,9 @@ const CHUNK: usize = 1024 * 1024;
 const QUEUE: usize = 3;
 /// Bytes mapped at a time.
 const WINDOW: u64 = 4 * 1024 * 1024;
+/// Bytes past the current window that the kernel is asked to read ahead, so the disk stays
+/// busy while a window goes out.
+const AHEAD: u64 = 4 * WINDOW;
 /// Mapping offsets must be page-aligned (4 KiB pages; a multiple would do as well).
 const PAGE: u64 = 4096;
 
@@ -57,8 +60,17 @@ impl Store {
         tokio::task::spawn_blocking(move || {
             let end = start + len;
             let mut at = start;
+            let mut advised = start;
             while at < end {
                 let window_end = (at + WINDOW).min(end);
+                // Keep the read-ahead AHEAD past this window: one sequential stream of
+                // requests for the disk instead of a page fault at a time.
+                let want = (window_end + AHEAD).min(end);
+                if let Some(n) = std::num::NonZeroU64::new(want.saturating_sub(advised)) {
+                    let _ =
+                        rustix::fs::fadvise(&file, advised, Some(n), rustix::fs::Advice::WillNeed);
+                    advised = want;
+                }
                 let window = match map(&file, at, window_end - at) {
                     Ok(w) => w,
                     Err(e) => {
@@ -93,7 +105,9 @@ fn map(file: &File, start: u64, len: u64) -> io::Result<Bytes> {
     let aligned = start - start % PAGE;
     let skip = (start - aligned) as usize;
     let mut opts = memmap2::MmapOptions::new();
-    opts.offset(aligned).len(skip + len as usize);
+    // Fault the whole window in with the mapping (one call, reading what the read-ahead has
+    // not brought in yet) rather than a page at a time as the socket copies from it.
+    opts.offset(aligned).len(skip + len as usize).populate();
     // SAFETY: blob files are written once, renamed into place and never modified or
     // truncated afterwards (garbage collection unlinks them, which keeps a mapped inode
     // alive), so the mapping stays valid and its contents constant while it is in use.

@@ -24,6 +24,16 @@ use crate::oci::{Algorithm, Hasher, UploadId};
 const CHUNK: usize = 256 * 1024;
 const PASS_THROUGH: usize = 64 * 1024;
 const QUEUE: usize = 8;
+/// All uploads together hold at most this many bytes received and not yet written: each
+/// piece takes its size from the budget (in `BUDGET_UNIT`s) until it is written. One upload
+/// never waits for it (its queue is far smaller); hundreds at once share it, so memory stays
+/// bounded however many clients push.
+const BUDGET_BYTES: usize = 32 * 1024 * 1024;
+const BUDGET_UNIT: usize = 4096;
+pub(super) const BUDGET_UNITS: usize = BUDGET_BYTES / BUDGET_UNIT;
+
+/// A piece of an upload on its way to the writer, with its share of the budget.
+type Piece = (Bytes, tokio::sync::OwnedSemaphorePermit);
 /// Written bytes after which the background fsync is nudged.
 const FLUSH_EVERY: u64 = 32 * 1024 * 1024;
 
@@ -70,23 +80,39 @@ impl Store {
     {
         let path = self.upload_path(id);
         let sync = self.sync;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(QUEUE);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Piece>(QUEUE);
         let writer = tokio::task::spawn_blocking(move || -> io::Result<Progress> {
             let file = OpenOptions::new().append(true).open(&path)?;
-            write_loop(file, progress, || rx.blocking_recv(), sync)
+            // The permit goes back once the piece is written.
+            write_loop(
+                file,
+                progress,
+                || rx.blocking_recv().map(|(b, _permit)| b),
+                sync,
+            )
         });
+        let budget = self.budget.clone();
+        // `Err` when the writer stopped (an I/O error, reported below).
+        let send = |b: Bytes| {
+            let (tx, budget) = (tx.clone(), budget.clone());
+            async move {
+                let units = b.len().div_ceil(BUDGET_UNIT).clamp(1, BUDGET_UNITS) as u32;
+                let permit = budget.acquire_many_owned(units).await.map_err(drop)?;
+                tx.send((b, permit)).await.map_err(drop)
+            }
+        };
 
         let mut body_error = None;
-        let mut small = BytesMut::with_capacity(CHUNK);
+        let mut small = BytesMut::new();
         loop {
             let piece = match body.next().await {
                 Some(Ok(mut b)) if b.len() >= PASS_THROUGH => {
-                    if !small.is_empty() && tx.send(small.split().freeze()).await.is_err() {
-                        break; // The writer stopped on an I/O error, reported below.
+                    if !small.is_empty() && send(small.split().freeze()).await.is_err() {
+                        break;
                     }
                     let mut stopped = false;
                     while b.len() > CHUNK && !stopped {
-                        stopped = tx.send(b.split_to(CHUNK)).await.is_err();
+                        stopped = send(b.split_to(CHUNK)).await.is_err();
                     }
                     if stopped {
                         break;
@@ -106,12 +132,12 @@ impl Store {
                 }
                 None => break,
             };
-            if tx.send(piece).await.is_err() {
+            if send(piece).await.is_err() {
                 break;
             }
         }
         if !small.is_empty() {
-            let _ = tx.send(small.freeze()).await;
+            let _ = send(small.freeze()).await;
         }
         drop(tx);
         match writer.await {

@@ -19,6 +19,7 @@
 
 mod auth;
 mod blob;
+mod pulls;
 mod server;
 mod workloads;
 
@@ -41,9 +42,14 @@ pub const RPS_SECS: f64 = 5.0;
 /// Rounds of the big pushes and pulls, and of the authentication section; lines report the
 /// median round.
 pub const ROUNDS: usize = 3;
-/// The many-layer image, with docker's 5 uploads in flight.
+/// The many-layer image, with docker's 5 uploads in flight (and 3 downloads, docker's
+/// default, when pulled).
 const LAYERS: usize = 200;
 const LAYER_BYTES: usize = 16 * 1024;
+const PULLS_IN_FLIGHT: usize = 3;
+/// The many-clients memory line: clients at once, each pushing and pulling ROUNDS blobs.
+const MANY_CLIENTS: usize = 200;
+const MANY_BLOB_KIB: usize = 1024;
 
 /// xorshift64: fast, and incompressible enough that nothing on the path can shrink it.
 pub struct XorShift(pub u64);
@@ -256,9 +262,10 @@ async fn bench(
             record(&mut lines, kind, label, median(&p.cpu[i]));
         }
         let blob = p.pulled.as_ref().context("no blob was pushed")?;
-        let manifests = workloads_after_pushes(&s.target, kind, settings, blob, &mut lines)
-            .await
-            .map_err(|e| with_log(e, &s.server))?;
+        let manifests =
+            workloads_after_pushes(&s.target, &s.server, kind, settings, blob, &mut lines)
+                .await
+                .map_err(|e| with_log(e, &s.server))?;
         record(&mut lines, kind, "idle RSS (MiB)".into(), s.idle_mib);
         let peak = s.server.memory_mib("VmHWM")?;
         record(&mut lines, kind, "peak RSS (MiB)".into(), peak);
@@ -288,6 +295,7 @@ async fn auth_only() -> Result<Vec<auth::Row>> {
 /// Every workload but the big pushes, on one server.
 async fn workloads_after_pushes(
     t: &Arc<Target>,
+    server: &Server,
     kind: Kind,
     settings: &Settings,
     blob: &Blob,
@@ -296,12 +304,23 @@ async fn workloads_after_pushes(
     let size = settings.size_label();
     let label = kind.label();
     let (mut rust, mut curl) = (Vec::new(), Vec::new());
+    let (mut raw, mut cold, mut warm, mut cold_cpu) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
         let v = workloads::pull(t, MONOLITHIC_REPO, blob).await?;
         let c = workloads::pull_curl(t, MONOLITHIC_REPO, blob).await?;
-        eprintln!("  {label:<12} round {round}/{ROUNDS}  pull {v:>6.0} MiB/s, curl {c:>6.0} MiB/s");
+        let cw = pulls::cold_and_warm(t, server, MONOLITHIC_REPO, blob).await?;
+        eprintln!(
+            "  {label:<12} round {round}/{ROUNDS}  pull {v:>6.0} MiB/s, curl {c:>6.0} MiB/s; \
+             disk {:>5.0}, cold {:>5.0} ({:.2} s/GiB CPU), warm {:>5.0} MiB/s",
+            cw.raw, cw.cold, cw.cold_cpu, cw.warm
+        );
         rust.push(v);
         curl.push(c);
+        raw.push(cw.raw);
+        cold.push(cw.cold);
+        warm.push(cw.warm);
+        cold_cpu.push(cw.cold_cpu);
     }
     record(
         lines,
@@ -311,6 +330,30 @@ async fn workloads_after_pushes(
     );
     let line = format!("blob pull {size}, curl client (MiB/s)");
     record(lines, kind, line, median(&curl));
+    record(
+        lines,
+        kind,
+        "disk: cold read of its file (MiB/s)".into(),
+        median(&raw),
+    );
+    record(
+        lines,
+        kind,
+        format!("blob pull {size} cold, curl (MiB/s)"),
+        median(&cold),
+    );
+    record(
+        lines,
+        kind,
+        "server CPU, cold pull (s/GiB)".into(),
+        median(&cold_cpu),
+    );
+    record(
+        lines,
+        kind,
+        format!("blob pull {size} warm, curl (MiB/s)"),
+        median(&warm),
+    );
 
     let (put, manifests) = workloads::push_manifests(t, LATENCY_REQUESTS).await?;
     let get = workloads::manifest_get_latency(t, &manifests).await?;
@@ -319,20 +362,39 @@ async fn workloads_after_pushes(
     record(lines, kind, "manifest GET median (ms)".into(), get.median);
     record(lines, kind, "manifest GET p99 (ms)".into(), get.p99);
     let manifests = Arc::new(manifests);
-    let (mut rps, mut layered) = (Vec::new(), Vec::new());
+    let (mut rps, mut layered, mut layered_pulls) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
         let r = workloads::manifest_get_rps(t, manifests.clone(), CONNECTIONS, RPS_SECS).await?;
-        let s = workloads::layered_image(t, LAYERS, LAYER_BYTES, round).await?;
+        let (s, repo, layers) = workloads::layered_image(t, LAYERS, LAYER_BYTES, round).await?;
+        let p = pulls::layered_pull(t, &repo, &layers, PULLS_IN_FLIGHT).await?;
         eprintln!(
-            "  {label:<12} round {round}/{ROUNDS}  manifest GET {r:>6.0} req/s, {LAYERS} layers in {s:.2} s"
+            "  {label:<12} round {round}/{ROUNDS}  manifest GET {r:>6.0} req/s, {LAYERS} layers pushed in {s:.2} s, pulled in {p:.2} s"
         );
         rps.push(r);
         layered.push(s);
+        layered_pulls.push(p);
     }
     let line = format!("manifest GET, {CONNECTIONS} conns (req/s)");
     record(lines, kind, line, median(&rps));
     let line = format!("push {LAYERS} x {} KiB layers (s)", LAYER_BYTES / 1024);
     record(lines, kind, line, median(&layered));
+    let line = format!("pull {LAYERS} x {} KiB layers (s)", LAYER_BYTES / 1024);
+    record(lines, kind, line, median(&layered_pulls));
+    let (peak, after) = pulls::many_clients(
+        server,
+        t.authorization(),
+        MANY_CLIENTS,
+        ROUNDS,
+        MANY_BLOB_KIB,
+    )
+    .await?;
+    eprintln!(
+        "  {label:<12} {MANY_CLIENTS} clients: anonymous memory peak {peak:.0} MiB, after {after:.0} MiB"
+    );
+    let line = format!("anon memory, {MANY_CLIENTS} clients: peak (MiB)");
+    record(lines, kind, line, peak);
+    let line = format!("anon memory, {MANY_CLIENTS} clients: after (MiB)");
+    record(lines, kind, line, after);
     Ok(manifests)
 }
 

@@ -93,6 +93,15 @@ impl Server {
         })
     }
 
+    /// The server's data directory.
+    pub fn data(&self) -> &Path {
+        &self.data
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Run `berth --data-dir <its dir> <args>` beside the running server; its stdout.
     pub fn berth_cli(&self, args: &[&str]) -> Result<String> {
         ensure!(
@@ -137,8 +146,8 @@ impl Server {
         Ok(secret.to_string())
     }
 
-    /// Wait until the port accepts connections, then read the idle RSS (before any HTTP
-    /// request).
+    /// Wait until the server answers HTTP (berth binds its port before it opens its data
+    /// directory), then read the idle RSS (after that one request).
     pub async fn wait_ready(&mut self) -> Result<f64> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -149,7 +158,7 @@ impl Server {
                     self.log()
                 );
             }
-            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+            if answers_http(self.addr).await {
                 break;
             }
             ensure!(
@@ -203,6 +212,22 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether something answers an HTTP request on `addr` within half a second.
+async fn answers_http(addr: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ask = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n").await.ok()?;
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).await.ok()?;
+        (&head == b"HTTP/").then_some(())
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), ask).await,
+        Ok(Some(()))
+    )
 }
 
 /// The berth binary on `data`, configured by its flags only, not by the caller's `BERTH_*`.

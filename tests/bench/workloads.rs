@@ -67,6 +67,15 @@ fn header<'a>(resp: &'a Response, name: &str) -> Option<&'a str> {
 }
 
 impl Target {
+    /// The `Authorization` value every request carries.
+    pub fn authorization(&self) -> Option<&str> {
+        self.authorization.as_deref()
+    }
+
+    pub fn url_of(&self, path: &str) -> Result<Url> {
+        self.url(path)
+    }
+
     fn url(&self, path: &str) -> Result<Url> {
         Ok(self.base.join(path)?)
     }
@@ -253,7 +262,7 @@ pub async fn pull_curl(t: &Target, repo: &str, blob: &Blob) -> Result<f64> {
 }
 
 /// Push a small blob the way docker does: HEAD → 404, POST, PATCH (no length), PUT ?digest=.
-async fn push_small(t: &Target, repo: &str, data: bytes::Bytes) -> Result<String> {
+pub async fn push_small(t: &Target, repo: &str, data: bytes::Bytes) -> Result<String> {
     let digest = sha256_digest(&data);
     if let Some(size) = t.blob_size(repo, &digest).await? {
         bail!("HEAD {repo}@{digest} before push: expected 404, got 200 (size {size})");
@@ -402,13 +411,13 @@ pub async fn manifest_get_rps(
 
 /// A `layers`-layer image of `layer_size` random bytes each, pushed as docker does (5 layers
 /// in flight), then its config and manifest. Each `round` pushes other bytes to another
-/// repository. Seconds.
+/// repository. Seconds, the repository and its layers (digest, size).
 pub async fn layered_image(
     t: &Target,
     layers: usize,
     layer_size: usize,
     round: usize,
-) -> Result<f64> {
+) -> Result<(f64, String, Vec<(String, usize)>)> {
     let repo = &format!("bench/layered-{round}");
     let mut rng = XorShift(0x5eed_0002 + round as u64);
     let blobs: Vec<_> = (0..layers).map(|_| rng.bytes(layer_size)).collect();
@@ -427,5 +436,5 @@ pub async fn layered_image(
         config.len(),
     );
     put_manifest(t, repo, "latest", manifest(&config, &pushed, 0)).await?;
-    Ok(start.elapsed().as_secs_f64())
+    Ok((start.elapsed().as_secs_f64(), repo.clone(), pushed))
 }

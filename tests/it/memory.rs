@@ -92,3 +92,91 @@ async fn two_gib_blob_streams_through_bounded_memory() {
         "server peak RSS {peak} KiB exceeds {LIMIT_KIB} KiB"
     );
 }
+
+/// Clients at once in the many-connections test, and what each does.
+const CLIENTS: usize = 200;
+const BLOB_BYTES: u64 = 1 << 20;
+const ROUNDS: usize = 2;
+/// Anonymous memory bounds of the server under that load and after it.
+const PEAK_ANON_LIMIT_KIB: u64 = 150 * 1024;
+const AFTER_ANON_LIMIT_KIB: u64 = 40 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_connections_push_and_pull_in_bounded_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = std::sync::Arc::new(Server::start(&tmp.path().join("data"), &[]));
+    let idle = server.rss_anon_kib();
+    // Sample the server's anonymous memory while the load runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (server, stop) = (server.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(server.rss_anon_kib());
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            peak
+        })
+    };
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let server = server.clone();
+            tokio::spawn(async move {
+                // A client of its own: one connection each, as many machines would.
+                let c = client();
+                let base = server.url("");
+                for round in 0..ROUNDS {
+                    let repo = format!("many/c{i}");
+                    let r = c
+                        .post(server.url(&format!("/v2/{repo}/blobs/uploads/")))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status().as_u16(), 202);
+                    let loc = absolute(&base, r.headers()[LOCATION].to_str().unwrap());
+                    let seed = (i * ROUNDS + round) as u64;
+                    let (r, digest) = patch_streamed(&c, &loc, seed, BLOB_BYTES).await;
+                    let loc = absolute(&base, r.headers()[LOCATION].to_str().unwrap());
+                    let r = c
+                        .put(with_query(&loc, "digest", &digest.to_string()))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status().as_u16(), 201);
+                    let url = server.url(&format!("/v2/{repo}/blobs/{digest}"));
+                    let got = fetch_hashed(&c, &url).await;
+                    assert_eq!(got.digest, Some(digest));
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    // Freed memory goes back within a few seconds.
+    let mut after = server.rss_anon_kib();
+    let settle = Instant::now();
+    while after >= AFTER_ANON_LIMIT_KIB && settle.elapsed() < std::time::Duration::from_secs(10) {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        after = server.rss_anon_kib();
+    }
+    println!(
+        "{CLIENTS} clients x {ROUNDS} x (push + pull {} KiB) in {took:?}: server anonymous memory \
+         idle {idle} KiB, peak {peak} KiB, after {after} KiB",
+        BLOB_BYTES >> 10
+    );
+    assert!(peak > 0, "could not read the server's RssAnon");
+    assert!(
+        peak < PEAK_ANON_LIMIT_KIB,
+        "peak anonymous memory {peak} KiB exceeds {PEAK_ANON_LIMIT_KIB} KiB"
+    );
+    assert!(
+        after < AFTER_ANON_LIMIT_KIB,
+        "anonymous memory after the load {after} KiB exceeds {AFTER_ANON_LIMIT_KIB} KiB"
+    );
+}

@@ -128,6 +128,11 @@ impl Server {
         status_kib(self.child.id(), "VmHWM:")
     }
 
+    /// Resident anonymous memory now (RssAnon: heap, stacks; not mapped files), in KiB.
+    pub fn rss_anon_kib(&self) -> u64 {
+        status_kib(self.child.id(), "RssAnon:")
+    }
+
     pub fn rss_kib(&self) -> u64 {
         status_kib(self.child.id(), "VmRSS:")
     }

@@ -1,0 +1,200 @@
+//! Pulls as clusters make them, each measured against a limit:
+//!
+//! - the big blob pulled **cold** (its file evicted from the page cache first, with
+//!   `posix_fadvise(DONTNEED)`, the way a pull some time after the push finds it) and then
+//!   **warm**, beside the rate at which this process reads the same file cold (what `dd`
+//!   reports), so each line is a share of what the disk gives;
+//! - a many-layer image pulled as docker does (several layers in flight), where per-request
+//!   latency decides;
+//! - the server's anonymous memory (heap, stacks: not mapped files) while many clients push
+//!   and pull at once, and after.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use futures_util::{StreamExt, TryStreamExt, stream};
+use reqwest::StatusCode;
+
+use crate::XorShift;
+use crate::server::{Kind, Server};
+use crate::workloads::{self, Target};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// The file holding blob `digest` (`sha256:…`) in a server's data directory.
+pub fn blob_file(server: &Server, digest: &str) -> Result<PathBuf> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .context("not a sha256 digest")?;
+    let blobs = match server.kind {
+        Kind::Berth => server.data().join("blobs/sha256"),
+        Kind::Registry2 => server.data().join("docker/registry/v2/blobs/sha256"),
+    };
+    let path = match server.kind {
+        Kind::Berth => blobs.join(&hex[..2]).join(hex),
+        Kind::Registry2 => blobs.join(&hex[..2]).join(hex).join("data"),
+    };
+    ensure!(path.is_file(), "no blob file at {}", path.display());
+    Ok(path)
+}
+
+/// Drop a file's pages from the page cache (written back first, so none stays dirty).
+pub fn evict(path: &Path) -> Result<()> {
+    let file = std::fs::File::open(path)?;
+    file.sync_all()?;
+    rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed)?;
+    Ok(())
+}
+
+/// MiB/s at which `path` reads cold, in 4 MiB reads, as `dd bs=4M` does.
+pub fn raw_cold_read(path: &Path) -> Result<f64> {
+    evict(path)?;
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 4 << 20];
+    let (start, mut total) = (Instant::now(), 0u64);
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    Ok(total as f64 / MIB / start.elapsed().as_secs_f64())
+}
+
+/// The three figures of one round: the disk's cold read of the blob's file, then the blob
+/// pulled (with curl) cold and warm. MiB/s each, and the server's CPU per GiB of the cold pull.
+pub struct ColdWarm {
+    pub raw: f64,
+    pub cold: f64,
+    pub warm: f64,
+    pub cold_cpu: f64,
+}
+
+pub async fn cold_and_warm(
+    t: &Target,
+    server: &Server,
+    repo: &str,
+    blob: &crate::blob::Blob,
+) -> Result<ColdWarm> {
+    let path = blob_file(server, &blob.digest)?;
+    let raw = {
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || raw_cold_read(&p)).await??
+    };
+    evict(&path)?;
+    let cpu = server.cpu_secs()?;
+    let cold = workloads::pull_curl(t, repo, blob).await?;
+    let gib = blob.size as f64 / (1024.0 * MIB);
+    let cold_cpu = (server.cpu_secs()? - cpu) / gib;
+    let warm = workloads::pull_curl(t, repo, blob).await?;
+    Ok(ColdWarm {
+        raw,
+        cold,
+        warm,
+        cold_cpu,
+    })
+}
+
+/// Pull every layer of an image as docker does (`in_flight` at once), checking each length.
+/// Seconds.
+pub async fn layered_pull(
+    t: &Target,
+    repo: &str,
+    layers: &[(String, usize)],
+    in_flight: usize,
+) -> Result<f64> {
+    let start = Instant::now();
+    stream::iter(layers)
+        .map(|(digest, len)| async move {
+            let url = t.url_of(&format!("v2/{repo}/blobs/{digest}"))?;
+            let resp = t.http.get(url).send().await?;
+            ensure!(
+                resp.status() == StatusCode::OK,
+                "GET layer: {}",
+                resp.status()
+            );
+            let body = resp.bytes().await?;
+            ensure!(
+                body.len() == *len,
+                "GET layer: {} bytes, expected {len}",
+                body.len()
+            );
+            Ok(())
+        })
+        .buffer_unordered(in_flight)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// The server's anonymous memory (MiB): its peak while `clients` clients, each with a
+/// connection of its own, push a blob of `blob_kib` KiB and pull it back `rounds` times, and
+/// what is left five seconds after (berth hands free heap back every two seconds).
+pub async fn many_clients(
+    server: &Server,
+    authorization: Option<&str>,
+    clients: usize,
+    rounds: usize,
+    blob_kib: usize,
+) -> Result<(f64, f64)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let pid_status = format!("/proc/{}/status", server.pid());
+    let sampler = {
+        let stop = stop.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut peak = 0.0f64;
+            while !stop.load(Ordering::Relaxed) {
+                peak = peak.max(anon_mib(&pid_status).unwrap_or(0.0));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        })
+    };
+    let tasks: Vec<_> = (0..clients)
+        .map(|i| {
+            let t = Target::new(server.base.clone(), authorization, 1);
+            tokio::spawn(async move {
+                let t = t?;
+                let repo = format!("bench/many-{i}");
+                for round in 0..rounds {
+                    let mut rng = XorShift(0x5eed_1000 + (i * rounds + round) as u64);
+                    let data = rng.bytes(blob_kib * 1024);
+                    let digest = workloads::push_small(&t, &repo, data).await?;
+                    let url = t.url_of(&format!("v2/{repo}/blobs/{digest}"))?;
+                    let got = t.http.get(url).send().await?.bytes().await?;
+                    ensure!(got.len() == blob_kib * 1024, "pulled {} bytes", got.len());
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    let mut failed = None;
+    for task in tasks {
+        if let Err(e) = task.await? {
+            failed.get_or_insert(e);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let peak = sampler.await?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = anon_mib(&format!("/proc/{}/status", server.pid()))?;
+    Ok((peak, after))
+}
+
+fn anon_mib(status_path: &str) -> Result<f64> {
+    let status = std::fs::read_to_string(status_path)?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
+        .context("no RssAnon")?;
+    Ok(kib / 1024.0)
+}
