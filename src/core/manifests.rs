@@ -98,13 +98,10 @@ impl Registry {
         self.db
             .write(move |tx| {
                 let repo_id = repos::ensure(tx, &r, now)?;
-                if let Some(m) = blobs::missing(tx, repo_id, &blob_refs)?.into_iter().next() {
+                if let Some(m) = blobs::first_missing(tx, repo_id, &blob_refs)? {
                     return Err(Error::ManifestBlobUnknown(format!("blob {m}")));
                 }
-                if let Some(m) = manifests::missing(tx, repo_id, &child_refs)?
-                    .into_iter()
-                    .next()
-                {
+                if let Some(m) = manifests::first_missing(tx, repo_id, &child_refs)? {
                     return Err(Error::ManifestBlobUnknown(format!("manifest {m}")));
                 }
                 let id = manifests::insert(

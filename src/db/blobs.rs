@@ -54,18 +54,17 @@ pub fn size(c: &Connection, digest: &str) -> Result<Option<u64>> {
     )
 }
 
-/// Those of `digests` that the repository cannot serve.
-pub fn missing(c: &Connection, repo_id: i64, digests: &[String]) -> Result<Vec<String>> {
+/// The first of `digests` that the repository cannot serve (a manifest push stops at it).
+pub fn first_missing(c: &Connection, repo_id: i64, digests: &[String]) -> Result<Option<String>> {
     let mut st = c.prepare_cached(
         "SELECT 1 FROM repository_blobs WHERE repository_id = ?1 AND digest = ?2",
     )?;
-    let mut out = Vec::new();
     for d in digests {
         if !st.exists(params![repo_id, d])? {
-            out.push(d.clone());
+            return Ok(Some(d.clone()));
         }
     }
-    Ok(out)
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -84,7 +83,12 @@ mod tests {
         link(&c, a, "sha256:x", 0).unwrap();
         assert_eq!(linked_size(&c, "a", "sha256:x").unwrap(), Some(5));
         assert_eq!(linked_size(&c, "b", "sha256:x").unwrap(), None);
-        assert_eq!(missing(&c, b, &["sha256:x".into()]).unwrap(), ["sha256:x"]);
+        let x = "sha256:x".to_string();
+        assert_eq!(
+            first_missing(&c, b, std::slice::from_ref(&x)).unwrap(),
+            Some(x.clone())
+        );
+        assert_eq!(first_missing(&c, a, &[x]).unwrap(), None);
         assert!(unlink(&c, a, "sha256:x").unwrap());
         assert!(!unlink(&c, a, "sha256:x").unwrap());
         assert_eq!(size(&c, "sha256:x").unwrap(), Some(5));

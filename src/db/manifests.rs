@@ -122,16 +122,15 @@ pub fn by_tag(c: &Connection, repo: &str, tag: &str, with_content: bool) -> Resu
 }
 
 /// Those of `digests` that are not manifests of the repository.
-pub fn missing(c: &Connection, repo_id: i64, digests: &[String]) -> Result<Vec<String>> {
+pub fn first_missing(c: &Connection, repo_id: i64, digests: &[String]) -> Result<Option<String>> {
     let mut st =
         c.prepare_cached("SELECT 1 FROM manifests WHERE repository_id = ?1 AND digest = ?2")?;
-    let mut out = Vec::new();
     for d in digests {
         if !st.exists(params![repo_id, d])? {
-            out.push(d.clone());
+            return Ok(Some(d.clone()));
         }
     }
-    Ok(out)
+    Ok(None)
 }
 
 /// Delete a manifest, its tags and its reference rows.
@@ -237,8 +236,8 @@ mod tests {
             0
         );
         assert_eq!(
-            missing(&c, r, &["sha256:m".into(), "sha256:n".into()]).unwrap(),
-            ["sha256:n"]
+            first_missing(&c, r, &["sha256:m".into(), "sha256:n".into()]).unwrap(),
+            Some("sha256:n".to_string())
         );
         assert_eq!(repos::catalog(&c, None, 10, &|_| true).unwrap(), ["r"]);
         assert!(
