@@ -48,22 +48,36 @@ pub struct Attempt<'a> {
     done: bool,
 }
 
+/// How a check ended.
+enum Outcome {
+    Right,
+    Wrong(i64),
+    Cancelled,
+}
+
 impl Attempt<'_> {
     /// The password was right: the pair is clear.
     pub fn succeeded(mut self) {
-        self.done = true;
-        let mut map = self.throttle.lock();
-        map.remove(&key(&self.addr, &self.name));
-        leave(&mut map, &self.addr, ANY);
+        self.finish(Outcome::Right);
     }
 
-    /// The password was wrong: a failure, which may lock the pair or the address out.
+    /// The password was wrong (at `now`): a failure, which may lock the pair or the address
+    /// out.
     pub fn failed(mut self, now: i64) {
+        self.finish(Outcome::Wrong(now));
+    }
+
+    /// Give the check's place back, then record how it ended.
+    fn finish(&mut self, outcome: Outcome) {
         self.done = true;
         let mut map = self.throttle.lock();
         leave(&mut map, &self.addr, &self.name);
         leave(&mut map, &self.addr, ANY);
-        count_failure(&mut map, &self.addr, &self.name, now);
+        match outcome {
+            Outcome::Right => clear(&mut map, &self.addr, &self.name),
+            Outcome::Wrong(now) => count_failure(&mut map, &self.addr, &self.name, now),
+            Outcome::Cancelled => {}
+        }
     }
 }
 
@@ -71,10 +85,23 @@ impl Drop for Attempt<'_> {
     /// Cancelled before an answer (the client went away): neither success nor failure.
     fn drop(&mut self) {
         if !self.done {
-            let mut map = self.throttle.lock();
-            leave(&mut map, &self.addr, &self.name);
-            leave(&mut map, &self.addr, ANY);
+            self.finish(Outcome::Cancelled);
         }
+    }
+}
+
+/// Forget a pair's failures and lockout, keeping the count of its other checks under way.
+fn clear(map: &mut Map, addr: &str, name: &str) {
+    let k = key(addr, name);
+    match map.get_mut(&k) {
+        Some(r) if r.in_flight > 0 => {
+            r.failures = 0;
+            r.locked_until = 0;
+        }
+        Some(_) => {
+            map.remove(&k);
+        }
+        None => {}
     }
 }
 
@@ -138,7 +165,7 @@ impl Throttle {
 
     /// A success clears the pair (the address record decays on its own).
     pub fn success(&self, addr: &str, name: &str) {
-        self.lock().remove(&key(addr, name));
+        clear(&mut self.lock(), addr, name);
     }
 }
 
@@ -229,6 +256,16 @@ mod tests {
         }
         assert_eq!(t.locked("2.2.2.2", "anyone", 100), None);
         assert!(t.begin("2.2.2.2", "carol", 100).is_ok());
+        // A success (a cached password, say) while other checks of the pair run does not
+        // free their places.
+        let t = Throttle::default();
+        let running: Vec<_> = (0..FREE_FAILURES)
+            .map(|_| t.begin("3.3.3.3", "bob", 100).unwrap())
+            .collect();
+        t.success("3.3.3.3", "bob");
+        assert!(t.begin("3.3.3.3", "bob", 100).is_err());
+        drop(running);
+        assert!(t.begin("3.3.3.3", "bob", 100).is_ok());
     }
 
     #[test]
