@@ -54,7 +54,7 @@ impl Auth {
 
     /// What a successful login records, for a deferred subject whose epoch turned out
     /// current: the address's good login (throttling) and a robot token's last use.
-    pub async fn confirmed(&self, d: &Deferred, creds: &Credentials, addr: &str) {
+    pub fn confirmed(&self, d: &Deferred, creds: &Credentials, addr: &str) {
         if let Credentials::Basic { user, .. } = creds {
             self.throttle.success(addr, user);
             if let Holder::Robot(id) = d.subject.holder {

@@ -126,12 +126,9 @@ impl Auth {
             }
             t.insert(id, now);
         }
-        // Bookkeeping: the request does not wait for it (nor for a busy database).
-        let (db, addr) = (self.db.clone(), addr.to_string());
-        tokio::spawn(async move {
-            if let Err(e) = db.write(move |tx| tokens::touch(tx, id, now, &addr)).await {
-                tracing::warn!(error = %e, "could not record a token's last use");
-            }
+        let addr = addr.to_string();
+        self.db.write_detached("a token's last use", move |tx| {
+            tokens::touch(tx, id, now, &addr)
         });
     }
 
@@ -154,8 +151,13 @@ impl Auth {
         // One check at a time per name and password: requests sent together with the same
         // credentials (a client that sends Basic on every request) wait for the first check
         // and are answered from the cache, rather than each counting as an attempt.
-        let _flight = self.flights.enter(&key).await;
-        let found = self.lookup(name, &key, now).await?;
+        let flight = self.flights.enter(&key).await;
+        let found = if flight.waited {
+            // Another check of the same credentials ran meanwhile: it may have cached them.
+            self.lookup(name, &key, now).await?
+        } else {
+            found
+        };
         if !matches!(found, Lookup::Hit(_)) {
             // Whatever was cached for this name and password is out of date: forget it, so
             // that nothing answers from it, and cache it again below if it is still good.
@@ -199,15 +201,8 @@ impl Auth {
             return Ok(None);
         }
         attempt.succeeded();
-        // Bookkeeping: the answer does not wait for it (nor for a busy database).
-        let db = self.db.clone();
-        tokio::spawn(async move {
-            if let Err(e) = db
-                .write(move |tx| users::touch_login(tx, user_id, now))
-                .await
-            {
-                tracing::warn!(error = %e, "could not record a login time");
-            }
+        self.db.write_detached("a login time", move |tx| {
+            users::touch_login(tx, user_id, now)
         });
         // `None` here: the password is right but the user is disabled.
         if let Some(s) = &subject {
@@ -261,6 +256,8 @@ pub(super) struct Flights(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
 /// Held while a check runs or waits for one; the entry goes when nobody holds or waits for
 /// it (also when the waiting request is cancelled).
 pub(super) struct Flight<'a> {
+    /// Whether another check of the same key had to finish first.
+    pub(super) waited: bool,
     flights: &'a Flights,
     key: String,
     entry: Arc<tokio::sync::Mutex<()>>,
@@ -274,12 +271,19 @@ impl Flights {
             map.entry(key.to_string()).or_default().clone()
         };
         let mut flight = Flight {
+            waited: false,
             flights: self,
             key: key.to_string(),
             entry: entry.clone(),
             guard: None,
         };
-        flight.guard = Some(entry.lock_owned().await);
+        flight.guard = Some(match entry.clone().try_lock_owned() {
+            Ok(g) => g,
+            Err(_) => {
+                flight.waited = true;
+                entry.lock_owned().await
+            }
+        });
         flight
     }
 }

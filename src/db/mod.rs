@@ -138,6 +138,20 @@ impl Db {
             .map_err(|e| E::from(DbError::Join(e.to_string())))?
     }
 
+    /// `write` for bookkeeping the caller does not wait for (last use, last login): run in a
+    /// task of its own, a failure logged as `what`. A busy database then delays only this.
+    pub fn write_detached<F>(&self, what: &'static str, f: F)
+    where
+        F: FnOnce(&Transaction) -> Result<()> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = db.write(f).await {
+                tracing::warn!(error = %e, "could not record {what}");
+            }
+        });
+    }
+
     /// `read` for callers that are already off the async workers (the CLI).
     pub fn read_blocking<T, E, F>(&self, f: F) -> std::result::Result<T, E>
     where

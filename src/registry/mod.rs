@@ -93,7 +93,7 @@ async fn deferred_read(
     auth::check(&origin.base, creds, &d.subject, need).ok()?;
     let head = *method == Method::HEAD;
     let result = manifests::get_at_epoch(&app.registry, repo, reference, head, d.epoch).await?;
-    app.auth.confirmed(&d, creds, &origin.client).await;
+    app.auth.confirmed(&d, creds, &origin.client);
     Some(result.unwrap_or_else(|e| e.into_response()))
 }
 
