@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use axum_server::accept::Accept;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -43,30 +44,22 @@ pub struct Limits {
 }
 
 /// Turns an accepted TCP stream into the stream HTTP is spoken on (TLS, or the TCP stream
-/// itself), e.g. axum-server's `RustlsAcceptor` or rustls-acme's acceptor.
-pub trait Handshake: Clone + Send + Sync + 'static {
-    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-    fn handshake(
-        &self,
-        io: Tracked,
-    ) -> Pin<Box<dyn Future<Output = io::Result<Self::Stream>> + Send>>;
+/// itself): axum-server's acceptors (`DefaultAcceptor`, `RustlsAcceptor`) and rustls-acme's.
+pub trait Handshake:
+    Accept<Tracked, (), Stream = Self::Io, Future = Self::Fut> + Clone + Send + Sync + 'static
+{
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    type Fut: Future<Output = io::Result<(Self::Io, Self::Service)>> + Send + 'static;
 }
 
-/// Any axum-server acceptor is a handshake.
 impl<A> Handshake for A
 where
-    A: axum_server::accept::Accept<Tracked, ()> + Clone + Send + Sync + 'static,
+    A: Accept<Tracked, ()> + Clone + Send + Sync + 'static,
     A::Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     A::Future: Send + 'static,
 {
-    type Stream = A::Stream;
-    fn handshake(
-        &self,
-        io: Tracked,
-    ) -> Pin<Box<dyn Future<Output = io::Result<Self::Stream>> + Send>> {
-        let fut = self.accept(io, ());
-        Box::pin(async move { fut.await.map(|(s, _)| s) })
-    }
+    type Io = A::Stream;
+    type Fut = A::Future;
 }
 
 /// Every open connection of the process, with when each last moved a byte.
@@ -364,8 +357,8 @@ async fn connection<H: Handshake>(
 ) {
     let limits = admitted.conns.limits;
     let stream = tokio::select! {
-        r = tokio::time::timeout(limits.header_timeout, handshake.handshake(io)) => match r {
-            Ok(Ok(s)) => s,
+        r = tokio::time::timeout(limits.header_timeout, handshake.accept(io, ())) => match r {
+            Ok(Ok((s, _))) => s,
             // Failed or too slow: nothing was asked, nothing to answer.
             _ => return,
         },
