@@ -60,17 +60,12 @@ impl AppState {
 }
 
 /// Say what start-up had to make private (group or other permissions taken away).
-pub fn warn_repaired(repaired: &[std::path::PathBuf]) {
+fn warn_repaired(repaired: &[std::path::PathBuf]) {
     if let Some(first) = repaired.first() {
         tracing::warn!(
             count = repaired.len(),
             first = %first.display(),
             "the data directory was readable by other accounts; made it owner-only"
-        );
-        eprintln!(
-            "berth: warning: {} path(s) in the data directory were readable by other accounts (first: {}); made them owner-only",
-            repaired.len(),
-            first.display()
         );
     }
 }

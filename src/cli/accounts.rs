@@ -101,9 +101,6 @@ fn open(data_dir: &Path) -> anyhow::Result<Db> {
             path.display()
         );
     }
-    let repaired = crate::storage::secure::secure_data_dir(data_dir)
-        .with_context(|| format!("cannot secure the data directory {}", data_dir.display()))?;
-    crate::state::warn_repaired(&repaired);
     Db::open(&path, db::Durability::PowerLoss)
         .with_context(|| format!("cannot open {}", path.display()))
 }

@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use super::{Error, Registry, Result};
 use crate::db::{blobs, manifests, repos, settings, tags};
-use crate::oci::manifest::{self, ManifestError};
+use crate::oci::manifest;
 use crate::oci::{Algorithm, Digest, Hasher, Reference, RepoName};
 
 /// A manifest as stored: the exact pushed bytes and media type.
@@ -23,12 +23,8 @@ fn check_manifest(
     pushed_by: Option<&Digest>,
     body: Bytes,
 ) -> Result<(manifest::ParsedManifest, Digest, Bytes)> {
-    let parsed = manifest::parse(content_type, &body).map_err(|e| match e {
-        ManifestError::UnsupportedMediaType(t) => {
-            Error::ManifestInvalid(format!("unsupported manifest media type {t:?}"))
-        }
-        other => Error::ManifestInvalid(other.to_string()),
-    })?;
+    let parsed =
+        manifest::parse(content_type, &body).map_err(|e| Error::ManifestInvalid(e.to_string()))?;
     let digest = match pushed_by {
         Some(d) if d.algorithm() == Algorithm::Sha512 => {
             let mut h = Hasher::new(Algorithm::Sha512);

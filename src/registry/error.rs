@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 
 use crate::auth::{Action, AuthError};
 use crate::core::Error;
-use crate::db::DbError;
 
 /// The service name in challenges and tokens.
 pub const SERVICE: &str = "berth";
@@ -84,11 +83,6 @@ fn with_header(mut r: Response, name: header::HeaderName, value: &str) -> Respon
     r
 }
 
-/// Whether a database failure is another writer holding the lock: worth retrying.
-fn busy(e: &DbError) -> bool {
-    e.is_busy()
-}
-
 /// `500 UNKNOWN` or, for a busy database, `503 UNAVAILABLE` with `Retry-After`; the cause is
 /// logged.
 fn internal(cause: &dyn std::fmt::Display, is_busy: bool) -> Response {
@@ -125,7 +119,7 @@ fn core_response(e: Error) -> Response {
         Error::ManifestInvalid(_) => (S::BAD_REQUEST, "MANIFEST_INVALID"),
         Error::ManifestUnknown => (S::NOT_FOUND, "MANIFEST_UNKNOWN"),
         Error::ManifestBlobUnknown(_) => (S::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
-        Error::Db(d) => return internal(&e, busy(d)),
+        Error::Db(d) => return internal(&e, d.is_busy()),
         Error::Io(_) => return internal(&e, false),
     };
     let r = error_body(status, code, &e.to_string(), Value::Null);
@@ -173,10 +167,7 @@ impl IntoResponse for ApiError {
                 header::RETRY_AFTER,
                 &secs.to_string(),
             ),
-            ApiError::Auth(AuthError::Db(d)) => {
-                let b = busy(&d);
-                internal(&d, b)
-            }
+            ApiError::Auth(AuthError::Db(d)) => internal(&d, d.is_busy()),
             ApiError::Auth(e @ AuthError::Internal(_)) => internal(&e, false),
             ApiError::NoEndpoint => plain(
                 S::NOT_FOUND,

@@ -49,7 +49,9 @@ pub struct Acme {
 /// Set up ACME and start the task that orders and renews (it ends when `stop` turns true).
 pub fn start(tls: &Tls, data_dir: &Path, stop: watch::Receiver<bool>) -> Result<Acme, String> {
     let dir = cache_dir(data_dir);
-    private_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // Owner-only like the rest of the data directory (start-up repairs an existing one).
+    crate::storage::secure::create_dir(&dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let config = match &tls.directory_ca_file {
         // A private CA (or a test CA): trust exactly it for the directory.
         Some(ca) => {
@@ -118,15 +120,4 @@ async fn drive(mut state: State, dir: PathBuf, mut stop: watch::Receiver<bool>) 
             }
         }
     }
-}
-
-/// Create `dir` readable by the owner only (it holds private keys).
-fn private_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
 }
