@@ -94,7 +94,7 @@ pub async fn run(
             tasks.push(tokio::spawn(s));
         }
         TlsMode::Acme => {
-            let acme = tls::acme::start(&state.config.tls, &state.config.data_dir, stop())
+            let acme = tls::acme::start(&state.config.tls, &state.config.data(), stop())
                 .map_err(|e| anyhow::anyhow!(e))?;
             http01 = acme.http01;
             let s = serve(main, acme.acceptor, app, conns.clone(), true, stop());

@@ -8,7 +8,7 @@ use crate::config::{self, Config, Proxies, TlsMode};
 use crate::core::Registry;
 use crate::db::{self, Db};
 use crate::http::origin::{self, Origin};
-use crate::storage::{self, Store};
+use crate::storage::{self, FsStore, Staging};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -19,43 +19,74 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Open the data directory: database (migrated) and blob store. Blocking; start-up only.
+    /// Open the data directory: database (migrated), blob store and upload staging.
+    /// Blocking; start-up only.
     pub fn open(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<AppState> {
         use anyhow::Context as _;
-        let repaired = storage::secure::secure_data_dir(&config.data_dir).with_context(|| {
-            format!(
-                "cannot secure the data directory {}",
-                config.data_dir.display()
-            )
+        let data = config.data();
+        let repaired = storage::secure::secure_data_dir(data.root()).with_context(|| {
+            format!("cannot secure the data directory {}", data.root().display())
         })?;
         warn_repaired(&repaired);
-        let (db_sync, blob_sync) = match config.durability {
-            config::Durability::PowerLoss => (db::Durability::PowerLoss, storage::Sync::Always),
-            config::Durability::ProcessCrash => {
-                (db::Durability::ProcessCrash, storage::Sync::Never)
-            }
-        };
-        let db_path = config.data_dir.join("berth.db");
-        // SQLite gives its -wal and -shm files the mode of the database file: make that 0600
-        // before SQLite creates it (an empty file is an empty database).
-        storage::secure::file_options()
-            .append(true)
-            .create(true)
-            .open(&db_path)
-            .with_context(|| format!("cannot create database {}", db_path.display()))?;
-        let db = Db::open(&db_path, db_sync)
-            .with_context(|| format!("cannot open database {}", db_path.display()))?;
-        let store = Store::open(&config.data_dir, blob_sync)
-            .with_context(|| format!("cannot open blob store in {}", config.data_dir.display()))?;
+        let db = open_database(&data, config.durability, true)?;
+        let sync = blob_sync(config.durability);
+        let store = FsStore::open(&data.blobs(), sync)
+            .with_context(|| format!("cannot open the blob store {}", data.blobs().display()))?;
+        let staging = Staging::open(&data.uploads(), sync).with_context(|| {
+            format!("cannot open the upload folder {}", data.uploads().display())
+        })?;
         let auth =
             Auth::open(db.clone(), clock.clone()).context("cannot load the token signing key")?;
         let proxies = config.proxies().map_err(|e| anyhow::anyhow!(e))?;
         Ok(AppState {
             proxies: Arc::new(proxies),
             config: Arc::new(config),
-            registry: Registry::new(db, store, clock),
+            registry: Registry::new(db, Arc::new(store), staging, clock),
             auth,
         })
+    }
+}
+
+/// The database of a data directory a server has set up, for CLI commands: a missing
+/// database is an error (a mistyped `--data-dir`), not a new empty registry.
+pub fn open_existing_database(config: &Config) -> anyhow::Result<Db> {
+    let data = config.data();
+    if !data.database().exists() {
+        anyhow::bail!(
+            "no berth database at {} (is --data-dir right?)",
+            data.database().display()
+        );
+    }
+    open_database(&data, config.durability, false)
+}
+
+fn open_database(
+    data: &storage::DataDir,
+    durability: config::Durability,
+    create: bool,
+) -> anyhow::Result<Db> {
+    use anyhow::Context as _;
+    let path = data.database();
+    if create {
+        // SQLite gives its -wal and -shm files the mode of the database file: make that 0600
+        // before SQLite creates it (an empty file is an empty database).
+        storage::secure::file_options()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .with_context(|| format!("cannot create database {}", path.display()))?;
+    }
+    let durability = match durability {
+        config::Durability::PowerLoss => db::Durability::PowerLoss,
+        config::Durability::ProcessCrash => db::Durability::ProcessCrash,
+    };
+    Db::open(&path, durability).with_context(|| format!("cannot open database {}", path.display()))
+}
+
+fn blob_sync(durability: config::Durability) -> storage::Sync {
+    match durability {
+        config::Durability::PowerLoss => storage::Sync::Always,
+        config::Durability::ProcessCrash => storage::Sync::Never,
     }
 }
 

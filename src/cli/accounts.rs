@@ -2,15 +2,15 @@
 //! directory, safe while the server runs (SQLite transactions; the server re-reads
 //! credentials on every request).
 
+use crate::config::Config;
 use std::io::BufRead;
-use std::path::Path;
 
 use anyhow::{Context, anyhow, bail};
 use clap::Subcommand;
 
 use crate::auth::accounts::{self, CLI};
 use crate::clock::{Clock, SystemClock, rfc3339};
-use crate::db::{self, Db};
+use crate::db::Db;
 
 #[derive(Subcommand, Debug)]
 pub enum UserCommand {
@@ -93,16 +93,8 @@ pub enum AnonymousCommand {
     List,
 }
 
-fn open(data_dir: &Path) -> anyhow::Result<Db> {
-    let path = data_dir.join("berth.db");
-    if !path.exists() {
-        bail!(
-            "no berth database at {} (is --data-dir right?)",
-            path.display()
-        );
-    }
-    Db::open(&path, db::Durability::PowerLoss)
-        .with_context(|| format!("cannot open {}", path.display()))
+fn open(config: &Config) -> anyhow::Result<Db> {
+    crate::state::open_existing_database(config)
 }
 
 fn read_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
@@ -148,8 +140,8 @@ fn when(t: Option<i64>) -> String {
     t.map(rfc3339).unwrap_or_else(|| "-".into())
 }
 
-pub fn user(data_dir: &Path, cmd: UserCommand) -> anyhow::Result<()> {
-    let db = open(data_dir)?;
+pub fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
+    let db = open(config)?;
     let now = SystemClock.now();
     match cmd {
         UserCommand::Add {
@@ -219,8 +211,8 @@ pub fn user(data_dir: &Path, cmd: UserCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn token(data_dir: &Path, cmd: TokenCommand) -> anyhow::Result<()> {
-    let db = open(data_dir)?;
+pub fn token(config: &Config, cmd: TokenCommand) -> anyhow::Result<()> {
+    let db = open(config)?;
     let now = SystemClock.now();
     match cmd {
         TokenCommand::Create {
@@ -283,8 +275,8 @@ pub fn token(data_dir: &Path, cmd: TokenCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn anonymous(data_dir: &Path, cmd: AnonymousCommand) -> anyhow::Result<()> {
-    let db = open(data_dir)?;
+pub fn anonymous(config: &Config, cmd: AnonymousCommand) -> anyhow::Result<()> {
+    let db = open(config)?;
     let now = SystemClock.now();
     match cmd {
         AnonymousCommand::Allow { pattern } => {

@@ -97,9 +97,9 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve => done(serve(config)),
-        Command::User(cmd) => done(accounts::user(&config.data_dir, cmd)),
-        Command::Token(cmd) => done(accounts::token(&config.data_dir, cmd)),
-        Command::Anonymous(cmd) => done(accounts::anonymous(&config.data_dir, cmd)),
+        Command::User(cmd) => done(accounts::user(&config, cmd)),
+        Command::Token(cmd) => done(accounts::token(&config, cmd)),
+        Command::Anonymous(cmd) => done(accounts::anonymous(&config, cmd)),
         Command::Tls(TlsCommand::Status) => {
             use crate::clock::Clock as _;
             match crate::tls::status::report(&config, SystemClock.now()) {
@@ -150,7 +150,7 @@ fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
     let now = state.auth.now();
     let created = crate::auth::accounts::bootstrap_admin(state.auth.db(), now, given.as_deref())?;
     if let Some(password) = created {
-        let path = config.data_dir.join("initial-admin-password");
+        let path = config.data().initial_admin_password();
         write_private(&path, &format!("{password}\n"))
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!(
@@ -198,7 +198,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let listeners = crate::server::Listeners::bind(listen, http_listen)?;
     // One server per data directory; CLI commands beside it need no lock.
     let _lock =
-        crate::storage::secure::lock_data_dir(&config.data_dir).map_err(|e| anyhow::anyhow!(e))?;
+        crate::storage::secure::lock_data_dir(&config.data()).map_err(|e| anyhow::anyhow!(e))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -79,6 +79,13 @@ pub enum Durability {
     ProcessCrash,
 }
 
+impl Config {
+    /// The data directory, which names every path under it.
+    pub fn data(&self) -> crate::storage::DataDir {
+        crate::storage::DataDir::new(&self.data_dir)
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {

@@ -3,7 +3,7 @@
 use super::{Error, Registry, Result};
 use crate::db::{blobs, repos};
 use crate::oci::{Digest, RepoName};
-use crate::storage::BlobStream;
+use crate::storage::{BlobStream, StoreError};
 
 /// A blob found in a repository, with the requested range.
 pub struct BlobRead {
@@ -49,10 +49,10 @@ impl Registry {
             Some((start, end)) => (start, end - start + 1),
             None => (0, size),
         };
-        let body = match self.store.read_blob(digest, start, len).await {
+        let body = match self.store.open(digest, start, len).await {
             Ok(b) => b,
-            // Linked in the database but gone from disk: report it as absent, loudly.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Linked in the database but gone from the store: report it as absent, loudly.
+            Err(StoreError::NotFound) => {
                 tracing::error!(%digest, "blob is in the database but its file is missing");
                 return Err(Error::BlobUnknown);
             }

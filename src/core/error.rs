@@ -35,3 +35,17 @@ pub enum Error {
     #[error("storage: {0}")]
     Io(#[from] std::io::Error),
 }
+
+impl From<crate::storage::StoreError> for Error {
+    /// A blob missing from the store where the database promised it is an I/O failure here:
+    /// callers that can tell a client "unknown" match `NotFound` themselves.
+    fn from(e: crate::storage::StoreError) -> Error {
+        match e {
+            crate::storage::StoreError::NotFound => Error::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "blob not found in the store",
+            )),
+            crate::storage::StoreError::Io(e) => Error::Io(e),
+        }
+    }
+}

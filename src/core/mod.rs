@@ -22,7 +22,7 @@ pub use manifests::{ManifestRead, Pushed};
 use crate::clock::Clock;
 use crate::db::Db;
 use crate::oci::UploadId;
-use crate::storage::{Progress, Store};
+use crate::storage::{BlobStore, Progress, Staging};
 
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -30,7 +30,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[derive(Clone)]
 pub struct Registry {
     db: Db,
-    store: Store,
+    /// Finished blobs.
+    store: Arc<dyn BlobStore>,
+    /// Uploads in progress.
+    staging: Staging,
     clock: Arc<dyn Clock>,
     sessions: Arc<Sessions>,
     pulls: Arc<pulls::PullLog>,
@@ -55,10 +58,16 @@ impl Sessions {
 }
 
 impl Registry {
-    pub fn new(db: Db, store: Store, clock: Arc<dyn Clock>) -> Registry {
+    pub fn new(
+        db: Db,
+        store: Arc<dyn BlobStore>,
+        staging: Staging,
+        clock: Arc<dyn Clock>,
+    ) -> Registry {
         Registry {
             db,
             store,
+            staging,
             clock,
             sessions: Arc::default(),
             pulls: Arc::default(),

@@ -23,7 +23,7 @@ impl Registry {
         getrandom::fill(&mut raw).map_err(|e| std::io::Error::other(e.to_string()))?;
         let id = UploadId::from_random(raw);
         // The file first: a crash in between leaves an orphan file, never a row without one.
-        self.store.create_upload(&id).await?;
+        self.staging.create(&id).await?;
         let (r, i, now) = (repo.to_string(), id.to_string(), self.now());
         self.db
             .write(move |tx| {
@@ -56,7 +56,7 @@ impl Registry {
 
     /// Rebuild a session's progress from its file; a missing file means no session.
     async fn rehash(&self, id: &UploadId, alg: Algorithm) -> Result<Progress> {
-        match self.store.rehash(id, alg).await {
+        match self.staging.rehash(id, alg).await {
             Ok(p) => Ok(p),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::UploadUnknown),
             Err(e) => Err(e.into()),
@@ -69,7 +69,7 @@ impl Registry {
         if let Some(p) = guard.as_ref() {
             return Ok(p.len);
         }
-        self.store.upload_len(id).await?.ok_or(Error::UploadUnknown)
+        self.staging.len(id).await?.ok_or(Error::UploadUnknown)
     }
 
     /// Append a chunk. With `range`, it must start where the upload stands (else 416) and
@@ -122,7 +122,7 @@ impl Registry {
             },
         };
         let before = progress.clone();
-        let (after, result) = self.store.append(id, progress, body).await;
+        let (after, result) = self.staging.append(id, progress, body).await;
         let len = after.as_ref().map(|p| p.len);
         *guard = after;
         match result {
@@ -135,7 +135,7 @@ impl Registry {
             let got = len - before.len;
             if got != declared {
                 // Take the chunk back, so that the client can send it again.
-                self.store.truncate_upload(id, before.len).await?;
+                self.staging.truncate(id, before.len).await?;
                 *guard = Some(before);
                 return Err(Error::UploadInvalid(format!(
                     "Content-Range declared {declared} bytes, the body had {got}"
@@ -181,7 +181,7 @@ impl Registry {
             None => self.rehash(id, digest.algorithm()).await?,
         };
         if let Some(body) = body {
-            let (after, result) = self.store.append(id, progress, body).await;
+            let (after, result) = self.staging.append(id, progress, body).await;
             *guard = after.clone();
             match result {
                 Ok(()) => {}
@@ -202,14 +202,14 @@ impl Registry {
         }
         let size = progress.len;
         // The state in memory must describe the file exactly before it becomes a blob.
-        if self.store.upload_len(id).await? != Some(size) {
+        if self.staging.len(id).await? != Some(size) {
             tracing::error!(upload = %id, "upload file and its hash state disagree; rehashing");
             *guard = None;
             return Err(Error::UploadInvalid(
                 "upload state was out of date; retry the request".into(),
             ));
         }
-        self.store.commit_upload(id, digest).await?;
+        self.store.commit(self.staging.staged(id), digest).await?;
         let (d, i, now) = (digest.to_string(), id.to_string(), self.now());
         self.db
             .write(move |tx| {
@@ -231,7 +231,7 @@ impl Registry {
         self.db
             .write(move |tx| uploads::delete(tx, &i).map_err(Error::from))
             .await?;
-        self.store.delete_upload(id).await?;
+        self.staging.delete(id).await?;
         self.sessions.forget(id);
         Ok(())
     }

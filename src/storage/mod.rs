@@ -1,30 +1,41 @@
-//! Blob files: the only module that builds a path under the data directory's blob and upload
-//! folders.
+//! Bytes on disk: upload staging, the blob store, and the layout of the data directory. The
+//! only module that builds a path under the data directory (`DataDir`).
 //!
-//! Layering: called by `core`; uses only `oci` types. Layout:
+//! Layering: called by `core` (and by start-up code for `DataDir` and `secure`); uses only
+//! `oci` types. Layout:
 //!
 //! ```text
 //! <data-dir>/
 //!   berth.db                      SQLite metadata (owned by db/)
-//!   blobs/<alg>/<hex[0..2]>/<hex> finished, verified blobs, named by digest, never rewritten
-//!   uploads/<upload-id>           bytes of an upload session in progress
+//!   berth.lock                    the running server's lock
+//!   blobs/<alg>/<hex[0..2]>/<hex> finished, verified blobs, named by digest (FsStore)
+//!   uploads/<upload-id>           bytes of an upload session in progress (Staging)
+//!   acme/                         ACME account and certificates (tls::acme)
 //! ```
 //!
-//! A blob reaches `blobs/` only by rename of a fully written, fsynced and verified upload
-//! file, so a crash can never leave a partial file under a digest name.
+//! Two halves with a narrow seam between them. `Staging` holds uploads in progress as local
+//! files, whatever the blob store is. `BlobStore` is everything berth asks of the place
+//! finished blobs live: stat, open a range, commit a staged file, delete, list. `FsStore` is
+//! its first implementation; `tests/it/store_contract.rs` states the contract every
+//! implementation must pass.
 
+mod data_dir;
+mod fs;
 mod reader;
 pub mod secure;
+mod staging;
 mod writer;
 
-use std::fs::{self, File};
 use std::io;
-use std::path::{Path, PathBuf};
 
-use crate::oci::{Digest, UploadId};
+use futures_util::future::BoxFuture;
 
+use crate::oci::Digest;
+
+pub use data_dir::DataDir;
+pub use fs::FsStore;
 pub use reader::BlobStream;
-pub use writer::{AppendError, Progress};
+pub use staging::{AppendError, Progress, Staged, StagedFile, Staging};
 
 /// Whether finished writes are forced to the disk before they are acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,126 +46,56 @@ pub enum Sync {
     Never,
 }
 
-#[derive(Clone, Debug)]
-pub struct Store {
-    root: PathBuf,
-    sync: Sync,
-    /// Upload bytes received but not yet written, over all uploads at once (`writer`).
-    budget: std::sync::Arc<tokio::sync::Semaphore>,
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store holds no blob of that digest.
+    #[error("blob not found")]
+    NotFound,
+    #[error(transparent)]
+    Io(#[from] io::Error),
 }
 
-impl Store {
-    /// Open the store under `root`, creating its folders. Blocking; called at start-up.
-    pub fn open(root: &Path, sync: Sync) -> io::Result<Store> {
-        secure::create_dir(&root.join("blobs"))?;
-        secure::create_dir(&root.join("uploads"))?;
-        Ok(Store {
-            root: root.to_path_buf(),
-            sync,
-            budget: std::sync::Arc::new(tokio::sync::Semaphore::new(writer::BUDGET_UNITS)),
-        })
-    }
+pub type Result<T> = std::result::Result<T, StoreError>;
 
-    fn blob_path(&self, d: &Digest) -> PathBuf {
-        self.root
-            .join("blobs")
-            .join(d.algorithm().as_str())
-            .join(&d.hex()[..2])
-            .join(d.hex())
-    }
-
-    fn upload_path(&self, id: &UploadId) -> PathBuf {
-        self.root.join("uploads").join(id.as_str())
-    }
-
-    /// Create the empty file of a new upload session.
-    pub async fn create_upload(&self, id: &UploadId) -> io::Result<()> {
-        let path = self.upload_path(id);
-        tokio::task::spawn_blocking(move || {
-            secure::file_options()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(path)
-                .map(drop)
-        })
-        .await
-        .map_err(io::Error::other)?
-    }
-
-    /// Bytes received so far by an upload session, `None` if its file is gone.
-    pub async fn upload_len(&self, id: &UploadId) -> io::Result<Option<u64>> {
-        match tokio::fs::metadata(self.upload_path(id)).await {
-            Ok(m) => Ok(Some(m.len())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Hash an upload file from the start: how a session's state is rebuilt after a restart.
-    pub async fn rehash(&self, id: &UploadId, alg: crate::oci::Algorithm) -> io::Result<Progress> {
-        let path = self.upload_path(id);
-        tokio::task::spawn_blocking(move || writer::rehash(&path, alg))
-            .await
-            .map_err(io::Error::other)?
-    }
-
-    /// Cut an upload file back to `len` bytes (a chunk that was refused).
-    pub async fn truncate_upload(&self, id: &UploadId, len: u64) -> io::Result<()> {
-        let path = self.upload_path(id);
-        tokio::task::spawn_blocking(move || {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)?
-                .set_len(len)
-        })
-        .await
-        .map_err(io::Error::other)?
-    }
-
-    /// Forget an upload session's bytes.
-    pub async fn delete_upload(&self, id: &UploadId) -> io::Result<()> {
-        match tokio::fs::remove_file(self.upload_path(id)).await {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
-    }
-
-    /// Move a verified upload into place as the blob `d`. If the blob exists already the
-    /// upload file is simply dropped: same digest, same bytes.
-    pub async fn commit_upload(&self, id: &UploadId, d: &Digest) -> io::Result<()> {
-        let from = self.upload_path(id);
-        let to = self.blob_path(d);
-        let sync = self.sync;
-        tokio::task::spawn_blocking(move || commit(&from, &to, sync))
-            .await
-            .map_err(io::Error::other)?
-    }
+/// A blob found by `BlobStore::list`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub digest: Digest,
+    pub size: u64,
+    /// When the blob was stored, in Unix seconds.
+    pub modified: i64,
 }
 
-fn commit(from: &Path, to: &Path, sync: Sync) -> io::Result<()> {
-    let dir = to.parent().expect("blob paths have a parent");
-    let alg_dir = dir.parent().expect("shard folders have a parent");
-    if to.exists() {
-        fs::remove_file(from)?;
-    } else {
-        secure::create_dir(dir)?;
-        if sync == Sync::Always {
-            File::open(from)?.sync_data()?;
-        }
-        fs::rename(from, to)?;
-    }
-    if sync == Sync::Always {
-        // Also when the blob (or its folder) was just made by a concurrent upload of the
-        // same bytes: the acknowledgement must not run ahead of that upload's fsyncs. On
-        // folders with nothing new these cost next to nothing.
-        sync_dir(dir)?;
-        sync_dir(alg_dir)?;
-        sync_dir(alg_dir.parent().expect("the algorithm folder has a parent"))?;
-    }
-    Ok(())
+/// Where finished blobs live. Blobs are immutable and named by their digest; whether a blob
+/// *exists* for clients is the database's answer, never the store's (the store may hold
+/// orphans that garbage collection has not removed yet).
+pub trait BlobStore: Send + std::marker::Sync + 'static {
+    /// The size of a blob; `NotFound` if the store does not hold it.
+    fn stat<'a>(&'a self, d: &'a Digest) -> BoxFuture<'a, Result<u64>>;
+
+    /// `len` bytes of a blob from `start`. A missing blob is `NotFound` here, before any
+    /// byte; a range past the blob's end is an error, never a short body.
+    fn open<'a>(&'a self, d: &'a Digest, start: u64, len: u64)
+    -> BoxFuture<'a, Result<BlobStream>>;
+
+    /// Store a staged upload (verified by the caller to hash to `d`) as blob `d`, durably
+    /// under `Sync::Always` once this returns. The staged file is consumed. Committing a
+    /// digest the store holds already is success and keeps one copy.
+    fn commit<'a>(&'a self, staged: Staged, d: &'a Digest) -> BoxFuture<'a, Result<()>>;
+
+    /// Remove a blob; returns the bytes freed, `NotFound` if it was not there.
+    fn delete<'a>(&'a self, d: &'a Digest) -> BoxFuture<'a, Result<u64>>;
+
+    /// Up to `limit` blobs in digest order, starting after `after`: pages over the whole
+    /// store with bounded memory.
+    fn list<'a>(
+        &'a self,
+        after: Option<&'a Digest>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Listed>>>;
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+fn unix_seconds(meta: &std::fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt as _;
+    meta.mtime()
 }

@@ -10,8 +10,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::Stream;
 
-use super::Store;
-use crate::oci::Digest;
+use std::path::PathBuf;
 
 const CHUNK: usize = 1024 * 1024;
 const QUEUE: usize = 3;
@@ -36,62 +35,61 @@ impl Stream for BlobStream {
     }
 }
 
-impl Store {
-    /// Open `len` bytes of blob `d` from `start`. Opening happens before this returns, so a
-    /// missing file is an error here, not a broken body later.
-    pub async fn read_blob(&self, d: &Digest, start: u64, len: u64) -> io::Result<BlobStream> {
-        let path = self.blob_path(d);
-        let file = tokio::task::spawn_blocking(move || -> io::Result<File> {
-            let file = File::open(&path)?;
-            // Mapping past the end of a file would kill the process (SIGBUS) on first touch:
-            // a file shorter than the database says is corruption, reported as an error.
-            let actual = file.metadata()?.len();
-            if actual < start.saturating_add(len) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{} has {actual} bytes, fewer than recorded", path.display()),
-                ));
+/// Open `len` bytes of the blob file at `path` from `start`. Opening happens before this
+/// returns, so a missing file is an error here, not a broken body later.
+pub(super) async fn open(path: PathBuf, start: u64, len: u64) -> io::Result<BlobStream> {
+    let file = tokio::task::spawn_blocking(move || -> io::Result<File> {
+        let file = File::open(&path)?;
+        // Mapping past the end of a file would kill the process (SIGBUS) on first touch:
+        // a file shorter than the range asked for is an error.
+        let actual = file.metadata()?.len();
+        if actual < start.saturating_add(len) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} has {actual} bytes, fewer than asked for",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(file)
+    })
+    .await
+    .map_err(io::Error::other)??;
+    let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
+    tokio::task::spawn_blocking(move || {
+        let end = start + len;
+        let mut at = start;
+        let mut advised = start;
+        while at < end {
+            let window_end = (at + WINDOW).min(end);
+            // Keep the read-ahead AHEAD past this window: one sequential stream of
+            // requests for the disk instead of a page fault at a time.
+            let want = (window_end + AHEAD).min(end);
+            if let Some(n) = std::num::NonZeroU64::new(want.saturating_sub(advised)) {
+                let _ = rustix::fs::fadvise(&file, advised, Some(n), rustix::fs::Advice::WillNeed);
+                advised = want;
             }
-            Ok(file)
-        })
-        .await
-        .map_err(io::Error::other)??;
-        let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
-        tokio::task::spawn_blocking(move || {
-            let end = start + len;
-            let mut at = start;
-            let mut advised = start;
-            while at < end {
-                let window_end = (at + WINDOW).min(end);
-                // Keep the read-ahead AHEAD past this window: one sequential stream of
-                // requests for the disk instead of a page fault at a time.
-                let want = (window_end + AHEAD).min(end);
-                if let Some(n) = std::num::NonZeroU64::new(want.saturating_sub(advised)) {
-                    let _ =
-                        rustix::fs::fadvise(&file, advised, Some(n), rustix::fs::Advice::WillNeed);
-                    advised = want;
+            let window = match map(&file, at, window_end - at) {
+                Ok(w) => w,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
                 }
-                let window = match map(&file, at, window_end - at) {
-                    Ok(w) => w,
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
-                        return;
-                    }
-                };
-                let mut off = 0;
-                while off < window.len() {
-                    let next = (off + CHUNK).min(window.len());
-                    // A closed channel means the client went away: stop.
-                    if tx.blocking_send(Ok(window.slice(off..next))).is_err() {
-                        return;
-                    }
-                    off = next;
+            };
+            let mut off = 0;
+            while off < window.len() {
+                let next = (off + CHUNK).min(window.len());
+                // A closed channel means the client went away: stop.
+                if tx.blocking_send(Ok(window.slice(off..next))).is_err() {
+                    return;
                 }
-                at = window_end;
+                off = next;
             }
-        });
-        Ok(BlobStream { rx })
-    }
+            at = window_end;
+        }
+    });
+    Ok(BlobStream { rx })
 }
 
 /// Map `len` bytes of a blob from `start`, read-only. Sending from the mapping saves the copy

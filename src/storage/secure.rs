@@ -87,11 +87,12 @@ pub struct DirLock {
 
 /// Take the data directory for this process (creating it 0700 if needed), or say which
 /// process has it.
-pub fn lock_data_dir(root: &Path) -> Result<DirLock, String> {
+pub fn lock_data_dir(data: &super::DataDir) -> Result<DirLock, String> {
     use std::io::{Read, Seek, Write};
+    let root = data.root();
     let at = |e: io::Error| format!("cannot lock the data directory {}: {e}", root.display());
     create_dir(root).map_err(at)?;
-    let path = root.join("berth.lock");
+    let path = data.lock_file();
     let mut file = file_options()
         .read(true)
         .write(true)

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use rustix::fs::Advice;
 
-use super::{Store, Sync};
+use super::{Staging, Sync};
 use crate::oci::{Algorithm, Hasher, UploadId};
 
 /// Small body frames are gathered into pieces of this size before they go to the writer
@@ -63,7 +63,7 @@ pub enum AppendError {
     Io(#[from] io::Error),
 }
 
-impl Store {
+impl Staging {
     /// Append a request body to an upload file whose state is `progress`.
     ///
     /// Returns the new progress when it is known (always, unless writing failed) and whether
@@ -78,7 +78,7 @@ impl Store {
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
     {
-        let path = self.upload_path(id);
+        let path = self.path(id);
         let sync = self.sync;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Piece>(QUEUE);
         let writer = tokio::task::spawn_blocking(move || -> io::Result<Progress> {
@@ -179,7 +179,7 @@ fn write_loop(
     }
     // The flusher finishes its last fsync on its own: waiting here would stall every chunk
     // of a chunked upload on the disk. The fsync before the blob is committed
-    // (`Store::commit_upload`) is what makes an acknowledged blob durable.
+    // (`BlobStore::commit`) is what makes an acknowledged blob durable.
     drop(flusher);
     Ok(p)
 }

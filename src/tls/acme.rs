@@ -6,7 +6,7 @@
 //! logged with its reason and written to `<data-dir>/acme/last-error` (which `berth tls
 //! status` shows), and rustls-acme retries with a growing backoff.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -21,15 +21,11 @@ use tokio::sync::watch;
 use super::{provider, server_config};
 use crate::clock::rfc3339;
 use crate::config::{Challenge, Directory, Tls};
+use crate::storage::DataDir;
 
 /// Let's Encrypt's directories.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
-
-/// The folder of the ACME account and certificate cache.
-pub fn cache_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("acme")
-}
 
 pub fn directory_url(tls: &Tls) -> String {
     match tls.directory() {
@@ -47,8 +43,8 @@ pub struct Acme {
 }
 
 /// Set up ACME and start the task that orders and renews (it ends when `stop` turns true).
-pub fn start(tls: &Tls, data_dir: &Path, stop: watch::Receiver<bool>) -> Result<Acme, String> {
-    let dir = cache_dir(data_dir);
+pub fn start(tls: &Tls, data: &DataDir, stop: watch::Receiver<bool>) -> Result<Acme, String> {
+    let dir = data.acme();
     // Owner-only like the rest of the data directory (start-up repairs an existing one).
     crate::storage::secure::create_dir(&dir)
         .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

@@ -88,7 +88,7 @@ pub fn report(config: &Config, now: i64) -> Result<String, String> {
                 },
                 tls.domains.join(", ")
             ));
-            let dir = super::acme::cache_dir(&config.data_dir);
+            let dir = config.data().acme();
             if let Ok(e) = std::fs::read_to_string(dir.join("last-error")) {
                 out.push_str(&format!("last ACME error: {}\n", e.trim()));
             }

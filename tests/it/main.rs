@@ -23,4 +23,5 @@ mod listeners;
 mod memory;
 mod proxy;
 mod secrecy;
+mod store_contract;
 mod tls;

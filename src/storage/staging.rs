@@ -1,0 +1,161 @@
+//! Upload staging: the local file of each upload session in progress. Bytes are appended
+//! here (`writer`), hashed, verified, and then handed to the blob store as a `Staged` file.
+//! Staging is always local, whatever store keeps the finished blobs.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{Sync, secure, writer};
+use crate::oci::{Algorithm, UploadId};
+
+pub use writer::{AppendError, Progress};
+
+#[derive(Clone, Debug)]
+pub struct Staging {
+    dir: PathBuf,
+    pub(super) sync: Sync,
+    /// Upload bytes received but not yet written, over all uploads at once (`writer`).
+    pub(super) budget: Arc<tokio::sync::Semaphore>,
+}
+
+/// A complete upload file, verified by its caller, on its way into the blob store.
+#[derive(Debug)]
+pub struct Staged {
+    path: PathBuf,
+}
+
+impl Staged {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// An upload file found by `Staging::list`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StagedFile {
+    pub id: UploadId,
+    pub size: u64,
+    /// Last modification, in Unix seconds.
+    pub modified: i64,
+}
+
+impl Staging {
+    /// Open the staging folder `dir`, creating it. Blocking; called at start-up.
+    pub fn open(dir: &Path, sync: Sync) -> io::Result<Staging> {
+        secure::create_dir(dir)?;
+        Ok(Staging {
+            dir: dir.to_path_buf(),
+            sync,
+            budget: Arc::new(tokio::sync::Semaphore::new(writer::BUDGET_UNITS)),
+        })
+    }
+
+    pub(super) fn path(&self, id: &UploadId) -> PathBuf {
+        self.dir.join(id.as_str())
+    }
+
+    /// Create the empty file of a new upload session.
+    pub async fn create(&self, id: &UploadId) -> io::Result<()> {
+        let path = self.path(id);
+        blocking(move || {
+            secure::file_options()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)
+                .map(drop)
+        })
+        .await
+    }
+
+    /// Bytes received so far by an upload session, `None` if its file is gone.
+    pub async fn len(&self, id: &UploadId) -> io::Result<Option<u64>> {
+        match tokio::fs::metadata(self.path(id)).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Hash an upload file from the start: how a session's state is rebuilt after a restart.
+    pub async fn rehash(&self, id: &UploadId, alg: Algorithm) -> io::Result<Progress> {
+        let path = self.path(id);
+        blocking(move || writer::rehash(&path, alg)).await
+    }
+
+    /// Cut an upload file back to `len` bytes (a chunk that was refused).
+    pub async fn truncate(&self, id: &UploadId, len: u64) -> io::Result<()> {
+        let path = self.path(id);
+        blocking(move || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)?
+                .set_len(len)
+        })
+        .await
+    }
+
+    /// Forget an upload session's bytes. Returns the bytes freed, `None` if there was no file.
+    pub async fn delete(&self, id: &UploadId) -> io::Result<Option<u64>> {
+        let path = self.path(id);
+        blocking(move || {
+            let size = match std::fs::metadata(&path) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            match std::fs::remove_file(&path) {
+                Ok(()) => Ok(Some(size)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    /// The upload file of `id`, complete and verified by the caller, for `BlobStore::commit`.
+    pub fn staged(&self, id: &UploadId) -> Staged {
+        Staged {
+            path: self.path(id),
+        }
+    }
+
+    /// Every upload file, in no particular order; names that are not upload ids are skipped.
+    pub async fn list(&self) -> io::Result<Vec<StagedFile>> {
+        let dir = self.dir.clone();
+        blocking(move || {
+            let mut out = Vec::new();
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                let Some(id) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| UploadId::parse(n).ok())
+                else {
+                    continue;
+                };
+                let meta = match entry.metadata() {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                out.push(StagedFile {
+                    id,
+                    size: meta.len(),
+                    modified: super::unix_seconds(&meta),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(io::Error::other)?
+}
