@@ -17,6 +17,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod core;
 pub mod db;
 pub mod http;

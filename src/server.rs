@@ -59,6 +59,28 @@ pub async fn run(
     let conns = Connections::new(limits(&state.config.limits));
     let mut tasks: Vec<JoinHandle<std::io::Result<()>>> = Vec::new();
     let flusher = tokio::spawn(flush_pulls(state.clone(), stop_rx.clone()));
+    let collector = state.config.gc.schedule().map(|(interval, window)| {
+        let registry = state.registry.clone();
+        tokio::spawn(crate::core::gc::schedule::run(
+            registry,
+            interval,
+            window,
+            stop_rx.clone(),
+        ))
+    });
+    let data = state.config.data();
+    match crate::control::listen(&data) {
+        Ok(l) => {
+            let registry = state.registry.clone();
+            tokio::spawn(crate::control::serve(l, registry, stop_rx.clone()));
+        }
+        // Not fatal: `berth gc` then says it cannot reach the server.
+        Err(e) => tracing::warn!(
+            error = %e,
+            path = %data.control_socket().display(),
+            "cannot open the control socket"
+        ),
+    }
     tokio::spawn(crate::http::memory::trim_periodically(stop_rx.clone()));
 
     let mode = state.config.tls.mode;
@@ -147,6 +169,13 @@ pub async fn run(
         );
     }
     let _ = flusher.await;
+    if let Some(c) = collector {
+        // A run in progress ends at its next batch: small, but give it the grace at most.
+        if tokio::time::timeout(grace, c).await.is_err() {
+            tracing::warn!("garbage collection still running after the grace period");
+        }
+    }
+    let _ = std::fs::remove_file(data.control_socket());
     if let Err(e) = state.registry.flush_pulls().await {
         tracing::warn!(error = %e, "could not record pull times at shutdown");
     }

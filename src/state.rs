@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::auth::Auth;
 use crate::clock::Clock;
 use crate::config::{self, Config, Proxies, TlsMode};
-use crate::core::Registry;
+use crate::core::{Registry, gc};
 use crate::db::{self, Db};
 use crate::http::origin::{self, Origin};
 use crate::storage::{self, FsStore, Staging};
@@ -38,10 +38,11 @@ impl AppState {
         let auth =
             Auth::open(db.clone(), clock.clone()).context("cannot load the token signing key")?;
         let proxies = config.proxies().map_err(|e| anyhow::anyhow!(e))?;
+        let gc = gc_settings(&config)?;
         Ok(AppState {
             proxies: Arc::new(proxies),
             config: Arc::new(config),
-            registry: Registry::new(db, Arc::new(store), staging, clock),
+            registry: Registry::new(db, Arc::new(store), staging, clock, gc),
             auth,
         })
     }
@@ -81,6 +82,21 @@ fn open_database(
         config::Durability::ProcessCrash => db::Durability::ProcessCrash,
     };
     Db::open(&path, durability).with_context(|| format!("cannot open database {}", path.display()))
+}
+
+/// The collector's settings; `config::load` has checked every value.
+fn gc_settings(config: &Config) -> anyhow::Result<gc::Settings> {
+    let secs = |s: &config::Span| -> anyhow::Result<Option<i64>> {
+        Ok(s.seconds()
+            .map_err(|e| anyhow::anyhow!(e))?
+            .map(|n| n as i64))
+    };
+    let g = &config.gc;
+    Ok(gc::Settings {
+        grace: secs(&g.grace)?.unwrap_or(0),
+        untagged_grace: secs(&g.untagged_grace)?,
+        upload_expiry: secs(&g.upload_expiry)?.unwrap_or(0),
+    })
 }
 
 fn blob_sync(durability: config::Durability) -> storage::Sync {

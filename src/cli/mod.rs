@@ -2,6 +2,7 @@
 //! robot tokens and anonymous pulls on the data directory.
 
 mod accounts;
+mod gc;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +53,9 @@ pub enum Command {
     /// Inspect HTTPS.
     #[command(subcommand)]
     Tls(TlsCommand),
+    /// Collect garbage now: untagged manifests, unreferenced blobs, idle upload sessions (safe
+    /// while the server runs; the server also does it on its schedule, see [gc] in the config).
+    Gc(gc::GcArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -100,6 +104,7 @@ pub fn main() -> ExitCode {
         Command::User(cmd) => done(accounts::user(&config, cmd)),
         Command::Token(cmd) => done(accounts::token(&config, cmd)),
         Command::Anonymous(cmd) => done(accounts::anonymous(&config, cmd)),
+        Command::Gc(args) => done(gc::gc(config, args)),
         Command::Tls(TlsCommand::Status) => {
             use crate::clock::Clock as _;
             match crate::tls::status::report(&config, SystemClock.now()) {

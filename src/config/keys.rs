@@ -29,6 +29,12 @@ pub const KEYS: &[&str] = &[
     "limits.max_connections",
     "limits.header_timeout_secs",
     "limits.idle_timeout_secs",
+    "gc.enabled",
+    "gc.interval",
+    "gc.window",
+    "gc.grace",
+    "gc.untagged_grace",
+    "gc.upload_expiry",
 ];
 
 /// The keys that are also command-line flags.

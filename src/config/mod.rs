@@ -47,6 +47,100 @@ pub struct Config {
     pub tls: Tls,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub gc: Gc,
+}
+
+/// Garbage collection and upload expiry (see `core::gc`). Durations are seconds (`3600`) or a
+/// number with a unit: `90s`, `15m`, `6h`, `7d`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Gc {
+    /// Whether the server collects on its own schedule (`berth gc` works either way).
+    pub enabled: bool,
+    /// Time between scheduled runs.
+    pub interval: Span,
+    /// `HH:MM-HH:MM` (UTC): scheduled runs start only inside this daily window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// How long a blob nothing uses is kept after a client was last told it exists (upload,
+    /// mount, HEAD), and a file without a database row after it was written.
+    pub grace: Span,
+    /// How long an untagged manifest is kept after its last push or pull; `never` keeps them.
+    pub untagged_grace: Span,
+    /// How long an upload session is kept after its last activity.
+    pub upload_expiry: Span,
+}
+
+impl Default for Gc {
+    fn default() -> Self {
+        Gc {
+            enabled: true,
+            interval: Span::Text("1h".into()),
+            window: None,
+            grace: Span::Text("6h".into()),
+            untagged_grace: Span::Text("24h".into()),
+            upload_expiry: Span::Text("24h".into()),
+        }
+    }
+}
+
+impl Gc {
+    /// Seconds between scheduled runs and the daily window, when the server collects on its
+    /// own (values as checked by `load`).
+    pub fn schedule(&self) -> Option<(i64, Option<(u32, u32)>)> {
+        if !self.enabled {
+            return None;
+        }
+        let interval = self
+            .interval
+            .seconds()
+            .ok()
+            .flatten()
+            .unwrap_or(3600)
+            .max(1) as i64;
+        let window = self.window.as_deref().and_then(|w| parse_window(w).ok());
+        Some((interval, window))
+    }
+}
+
+/// A duration as written: seconds, or text such as `6h` (or `never` where allowed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Span {
+    Secs(u64),
+    Text(String),
+}
+
+impl Span {
+    /// Seconds; `None` for `never`.
+    pub fn seconds(&self) -> Result<Option<u64>, String> {
+        let text = match self {
+            Span::Secs(n) => return Ok(Some(*n)),
+            Span::Text(t) => t.trim(),
+        };
+        if text == "never" {
+            return Ok(None);
+        }
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (num, unit) = text.split_at(split);
+        let bad = || {
+            format!(
+                "{text:?} is not a duration: give seconds, or a number with s, m, h or d (\"6h\")"
+            )
+        };
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        let mult = match unit {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => return Err(bad()),
+        };
+        n.checked_mul(mult).map(Some).ok_or_else(bad)
+    }
 }
 
 /// Limits of every listener (see `http::serve`).
@@ -99,6 +193,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             tls: Tls::default(),
             limits: Limits::default(),
+            gc: Gc::default(),
         }
     }
 }
@@ -183,6 +278,27 @@ fn validate(c: &Config, fig: &Figment) -> Result<(), ConfigError> {
             return Err(invalid(key, format!("{v} is out of range: 1 to {max}")));
         }
     }
+    let g = &c.gc;
+    for (key, span, never_ok, min) in [
+        ("gc.interval", &g.interval, false, 1),
+        ("gc.grace", &g.grace, false, 0),
+        ("gc.untagged_grace", &g.untagged_grace, true, 0),
+        ("gc.upload_expiry", &g.upload_expiry, false, 1),
+    ] {
+        match span.seconds().map_err(|e| invalid(key, e))? {
+            None if !never_ok => return Err(invalid(key, "cannot be never".into())),
+            Some(n) if n < min || n > 10 * 365 * 86_400 => {
+                return Err(invalid(
+                    key,
+                    format!("{n} seconds is out of range: {min} to ten years"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    if let Some(w) = &g.window {
+        parse_window(w).map_err(|e| invalid("gc.window", e))?;
+    }
     if c.shutdown_grace_secs > 3600 {
         return Err(invalid(
             "shutdown_grace_secs",
@@ -190,6 +306,23 @@ fn validate(c: &Config, fig: &Figment) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+/// `HH:MM-HH:MM` → (start, end) in seconds after midnight UTC. The window may cross
+/// midnight (`22:00-04:00`); equal ends are refused.
+pub fn parse_window(w: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("{w:?} is not a daily window: write HH:MM-HH:MM in UTC (\"02:00-05:00\")");
+    let time = |t: &str| -> Option<u32> {
+        let (h, m) = t.trim().split_once(':')?;
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60 && t.trim().len() == 5).then_some(h * 3600 + m * 60)
+    };
+    let (a, b) = w.split_once('-').ok_or_else(bad)?;
+    let (a, b) = (time(a).ok_or_else(bad)?, time(b).ok_or_else(bad)?);
+    if a == b {
+        return Err(bad());
+    }
+    Ok((a, b))
 }
 
 fn one_line(s: &str) -> String {

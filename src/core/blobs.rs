@@ -15,13 +15,33 @@ pub struct BlobRead {
 }
 
 impl Registry {
-    /// The size of a blob the repository may serve.
+    /// The size of a blob the repository may serve. Telling a client a blob exists marks the
+    /// repository's link as seen, so that garbage collection keeps it for the grace period
+    /// (the client may skip uploading it and push a manifest that references it). The mark
+    /// is written only when the last one is older than half the grace: most answers stay
+    /// reads.
     async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
         let (r, d) = (repo.to_string(), digest.to_string());
-        self.db
-            .read(move |c| blobs::linked_size(c, &r, &d).map_err(Error::from))
+        let (size, seen_at) = self
+            .db
+            .read(move |c| blobs::linked(c, &r, &d).map_err(Error::from))
             .await?
-            .ok_or(Error::BlobUnknown)
+            .ok_or(Error::BlobUnknown)?;
+        let now = self.now();
+        if seen_at >= now - self.gc.settings().grace / 2 {
+            return Ok(size);
+        }
+        let (r, d) = (repo.to_string(), digest.to_string());
+        let still = self
+            .db
+            .write(move |tx| blobs::touch(tx, &r, &d, now).map_err(Error::from))
+            .await?;
+        // Collected between the read and the mark: it does not exist any more.
+        if still {
+            Ok(size)
+        } else {
+            Err(Error::BlobUnknown)
+        }
     }
 
     /// Find a blob, with an optional `Range` header value, and open it for reading when

@@ -6,6 +6,7 @@
 
 mod blobs;
 mod error;
+pub mod gc;
 mod listing;
 mod manifests;
 mod pulls;
@@ -37,6 +38,7 @@ pub struct Registry {
     clock: Arc<dyn Clock>,
     sessions: Arc<Sessions>,
     pulls: Arc<pulls::PullLog>,
+    gc: Arc<gc::Gc>,
 }
 
 /// In-memory state of upload sessions, one lock each so concurrent PATCHes to the same
@@ -63,6 +65,7 @@ impl Registry {
         store: Arc<dyn BlobStore>,
         staging: Staging,
         clock: Arc<dyn Clock>,
+        gc: gc::Settings,
     ) -> Registry {
         Registry {
             db,
@@ -71,6 +74,7 @@ impl Registry {
             clock,
             sessions: Arc::default(),
             pulls: Arc::default(),
+            gc: Arc::new(gc::Gc::new(gc)),
         }
     }
 

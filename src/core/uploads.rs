@@ -16,6 +16,9 @@ pub type ChunkRange = (u64, u64);
 
 type Guard = tokio::sync::OwnedMutexGuard<Option<Progress>>;
 
+/// Seconds between two records of a session's activity.
+const ACTIVITY_EVERY: i64 = 60;
+
 impl Registry {
     /// Open a new upload session in `repo`.
     pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadId> {
@@ -44,7 +47,18 @@ impl Registry {
             .read(move |c| uploads::find(c, &r, &i).map_err(Error::from))
             .await?;
         match found {
-            Some(repo_id) => Ok((guard, repo_id)),
+            Some((repo_id, active_at)) => {
+                // Sessions expire by last activity: record it, at most once a minute.
+                let now = self.now();
+                let every = ACTIVITY_EVERY.min(self.gc.settings().upload_expiry / 2);
+                if active_at < now - every {
+                    let i = id.to_string();
+                    self.db
+                        .write(move |tx| uploads::touch(tx, &i, now).map_err(Error::from))
+                        .await?;
+                }
+                Ok((guard, repo_id))
+            }
             None => {
                 // Do not keep an in-memory slot for an id that has no session.
                 drop(guard);
@@ -209,6 +223,9 @@ impl Registry {
                 "upload state was out of date; retry the request".into(),
             ));
         }
+        // Garbage collection deletes a blob's rows, then its file, holding the same lock:
+        // the file this commit finds in place (or puts there) stays until the rows exist.
+        let committing = self.gc.lock_digest(digest).await;
         self.store.commit(self.staging.staged(id), digest).await?;
         let (d, i, now) = (digest.to_string(), id.to_string(), self.now());
         self.db
@@ -219,6 +236,7 @@ impl Registry {
                 Ok::<_, Error>(())
             })
             .await?;
+        drop(committing);
         drop(guard);
         self.sessions.forget(id);
         Ok(size)

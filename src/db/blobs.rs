@@ -13,11 +13,11 @@ pub fn insert(c: &Connection, digest: &str, size: u64, now: i64) -> Result<()> {
     Ok(())
 }
 
-/// Make a known blob visible through a repository.
+/// Make a known blob visible through a repository, or mark an existing link as just seen.
 pub fn link(c: &Connection, repo_id: i64, digest: &str, now: i64) -> Result<()> {
     c.prepare_cached(
-        "INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT DO NOTHING",
+        "INSERT INTO repository_blobs (repository_id, digest, seen_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT DO UPDATE SET seen_at = max(seen_at, excluded.seen_at)",
     )?
     .execute(params![repo_id, digest, now])?;
     Ok(())
@@ -33,15 +33,34 @@ pub fn unlink(c: &Connection, repo_id: i64, digest: &str) -> Result<bool> {
 
 /// The size of `digest` if the repository named `repo` may serve it.
 pub fn linked_size(c: &Connection, repo: &str, digest: &str) -> Result<Option<u64>> {
+    Ok(linked(c, repo, digest)?.map(|(size, _)| size))
+}
+
+/// The size of `digest` and when a client was last told the repository has it, if it does.
+pub fn linked(c: &Connection, repo: &str, digest: &str) -> Result<Option<(u64, i64)>> {
     Ok(c.prepare_cached(
-        "SELECT b.size FROM repository_blobs rb
+        "SELECT b.size, rb.seen_at FROM repository_blobs rb
          JOIN repositories r ON r.id = rb.repository_id
          JOIN blobs b ON b.digest = rb.digest
          WHERE r.name = ?1 AND rb.digest = ?2",
     )?
-    .query_row(params![repo, digest], |r| r.get::<_, i64>(0))
-    .optional()?
-    .map(|s| s as u64))
+    .query_row(params![repo, digest], |r| {
+        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)?))
+    })
+    .optional()?)
+}
+
+/// Mark the link of `repo` to `digest` as seen now; `false` if there is no such link (any
+/// more: garbage collection may have ended it since it was read).
+pub fn touch(c: &Connection, repo: &str, digest: &str, now: i64) -> Result<bool> {
+    let n = c
+        .prepare_cached(
+            "UPDATE repository_blobs SET seen_at = max(seen_at, ?3)
+             WHERE repository_id = (SELECT id FROM repositories WHERE name = ?1)
+               AND digest = ?2",
+        )?
+        .execute(params![repo, digest, now])?;
+    Ok(n > 0)
 }
 
 /// The size of a blob file berth holds, whichever repository it belongs to.

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod blobs;
+pub mod gc;
 pub mod manifests;
 pub mod repos;
 pub mod settings;
@@ -32,6 +33,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_stamps",
         include_str!("../../migrations/0004_stamps.sql"),
     ),
+    ("0005_gc", include_str!("../../migrations/0005_gc.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -28,6 +28,11 @@ impl DataDir {
         self.root.join("berth.lock")
     }
 
+    /// The running server's control socket (`berth gc` reaches the server through it).
+    pub fn control_socket(&self) -> PathBuf {
+        self.root.join("berth.sock")
+    }
+
     /// Finished blobs, named by digest (the filesystem blob store).
     pub fn blobs(&self) -> PathBuf {
         self.root.join("blobs")

@@ -373,3 +373,48 @@ fn a_second_server_on_one_data_directory_is_refused_also_after_a_kill_9() {
     let second = crate::common::Server::start(&data, &[]);
     second.admin(&["user", "list"]);
 }
+
+#[test]
+fn gc_durations_as_people_write_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gc.toml");
+    std::fs::write(
+        &file,
+        "[gc]\ngrace = \"90m\"\nuntagged_grace = \"never\"\nwindow = \"22:00-04:00\"\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let o = berth(
+        dir.path(),
+        &["--config", f, "config", "show"],
+        &[("BERTH_GC__UPLOAD_EXPIRY", "3600")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for want in [
+        "[gc]",
+        "grace = \"90m\"",
+        "untagged_grace = \"never\"",
+        "upload_expiry = 3600",
+        "window = \"22:00-04:00\"",
+        "interval = \"1h\"",
+    ] {
+        assert!(out.contains(want), "{want} in {out}");
+    }
+    refused(
+        &berth(dir.path(), &["serve"], &[("BERTH_GC__GRACE", "5 parsecs")]),
+        "BERTH_GC__GRACE: \"5 parsecs\" is not a duration",
+    );
+    refused(
+        &berth(dir.path(), &["serve"], &[("BERTH_GC__UPLOAD_EXPIRY", "never")]),
+        "cannot be never",
+    );
+    refused(
+        &berth(dir.path(), &["serve"], &[("BERTH_GC__WINDOW", "2am-5am")]),
+        "not a daily window",
+    );
+    refused(
+        &berth(dir.path(), &["serve"], &[("BERTH_GC__INTERVAL", "0")]),
+        "out of range",
+    );
+}

@@ -1,0 +1,127 @@
+//! The running server's control socket, `<data-dir>/berth.sock`: how a CLI command asks the
+//! server to do work that must happen inside it (garbage collection runs under locks that
+//! only the server's own uploads take).
+//!
+//! One JSON request line, one JSON answer line. The socket is owner-only (the umask makes it
+//! 0600 inside the 0700 data directory), so only the account berth runs as, or root, can use
+//! it: the same people who can read the database.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+
+use crate::core::Registry;
+use crate::core::gc::{Report, Trigger};
+use crate::storage::DataDir;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    Gc { dry_run: bool },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    Report(Box<Report>),
+    Error(String),
+}
+
+/// A request line is tiny; anything longer is not ours.
+const MAX_REQUEST: u64 = 4096;
+/// How long a client may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Listen on the control socket until `stop`. The server holds the data directory's lock,
+/// so a socket file found there is a dead server's and is replaced.
+pub fn listen(data: &DataDir) -> std::io::Result<UnixListener> {
+    let path = data.control_socket();
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let listener = UnixListener::bind(&path)?;
+    // Connecting needs write permission only: read and write for the owner, like every
+    // other file of the data directory.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(
+        &path,
+        std::fs::Permissions::from_mode(crate::storage::secure::FILE_MODE),
+    )?;
+    Ok(listener)
+}
+
+pub async fn serve(listener: UnixListener, registry: Registry, mut stop: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, registry).await {
+                tracing::debug!(error = %e, "control connection ended");
+            }
+        });
+    }
+}
+
+async fn answer(stream: UnixStream, registry: Registry) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST));
+    tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line))
+        .await
+        .map_err(|_| std::io::Error::other("request timed out"))??;
+    let answer = match serde_json::from_str::<Request>(line.trim()) {
+        Ok(Request::Gc { dry_run }) => {
+            match registry.collect_garbage(Trigger::Cli, dry_run).await {
+                Ok(r) => Answer::Report(Box::new(r)),
+                Err(e) => Answer::Error(format!("garbage collection failed: {e}")),
+            }
+        }
+        Err(e) => Answer::Error(format!("not a control request: {e}")),
+    };
+    let mut out = serde_json::to_vec(&answer).map_err(std::io::Error::other)?;
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    write.shutdown().await
+}
+
+/// Send `request` to the server running on `data`; `Ok(None)` when no server listens there.
+pub fn request(data: &DataDir, request: &Request) -> anyhow::Result<Option<Answer>> {
+    use std::io::{BufRead, Write};
+    let path = data.control_socket();
+    let mut stream = match std::os::unix::net::UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => anyhow::bail!("cannot reach the server at {}: {e}", path.display()),
+    };
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut answer = String::new();
+    std::io::BufReader::new(stream).read_line(&mut answer)?;
+    if answer.is_empty() {
+        anyhow::bail!("the server closed the control socket without answering");
+    }
+    Ok(Some(serde_json::from_str(&answer)?))
+}
