@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
             "/token",
             get(registry::token::get).post(registry::token::post),
         )
+        .route("/readyz", get(http::health::readyz))
         .fallback(http::not_found)
         .layer(axum::middleware::from_fn(http::log_request))
         .with_state(state)

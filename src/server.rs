@@ -169,6 +169,8 @@ pub async fn run(
         );
     }
     let _ = flusher.await;
+    // Runs started through the control socket stop at their next batch too.
+    state.registry.stop_collecting();
     if let Some(c) = collector {
         // A run in progress ends at its next batch: small, but give it the grace at most.
         if tokio::time::timeout(grace, c).await.is_err() {

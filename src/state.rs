@@ -38,11 +38,21 @@ impl AppState {
         let auth =
             Auth::open(db.clone(), clock.clone()).context("cannot load the token signing key")?;
         let proxies = config.proxies().map_err(|e| anyhow::anyhow!(e))?;
-        let gc = gc_settings(&config)?;
+        let options = crate::core::Options {
+            gc: gc_settings(&config)?,
+            uploads: crate::core::UploadLimits {
+                min_free_space: config
+                    .limits
+                    .min_free_space
+                    .bytes()
+                    .map_err(|e| anyhow::anyhow!(e))?,
+                max_sessions: u64::from(config.limits.max_upload_sessions),
+            },
+        };
         Ok(AppState {
             proxies: Arc::new(proxies),
             config: Arc::new(config),
-            registry: Registry::new(db, Arc::new(store), staging, clock, gc),
+            registry: Registry::new(db, Arc::new(store), staging, clock, options),
             auth,
         })
     }

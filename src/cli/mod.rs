@@ -197,6 +197,9 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
 fn serve(config: Config) -> anyhow::Result<()> {
     use anyhow::Context as _;
     init_logging(&config.log)?;
+    for w in config.gc.risks() {
+        tracing::warn!("{w}");
+    }
     // The listeners first: a busy port stops here, before anything is created on disk.
     let listen = config.listen_addr();
     let http_listen = config.tls.http_addr();

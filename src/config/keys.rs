@@ -29,6 +29,8 @@ pub const KEYS: &[&str] = &[
     "limits.max_connections",
     "limits.header_timeout_secs",
     "limits.idle_timeout_secs",
+    "limits.min_free_space",
+    "limits.max_upload_sessions",
     "gc.enabled",
     "gc.interval",
     "gc.window",

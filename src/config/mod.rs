@@ -104,6 +104,22 @@ impl Gc {
     }
 }
 
+impl Gc {
+    /// Settings short enough to collect what a push in progress still needs; allowed (tests
+    /// and soak runs use them), but said at start.
+    pub fn risks(&self) -> Vec<String> {
+        let secs = |s: &Span| s.seconds().ok().flatten();
+        let mut out = Vec::new();
+        if self.enabled && secs(&self.grace).is_some_and(|g| g < 600) {
+            out.push("gc.grace is under 10 minutes: a blob uploaded for a push still in progress may be collected before its manifest arrives".to_string());
+        }
+        if self.enabled && secs(&self.untagged_grace).is_some_and(|g| g < 3600) {
+            out.push("gc.untagged_grace is under an hour: the platform manifests of a multi-arch push may be collected before its index arrives".to_string());
+        }
+        out
+    }
+}
+
 /// A duration as written: seconds, or text such as `6h` (or `never` where allowed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -154,6 +170,11 @@ pub struct Limits {
     pub header_timeout_secs: u64,
     /// Seconds a connection may stay open without a byte moving either way.
     pub idle_timeout_secs: u64,
+    /// Free space the data directory's file system keeps: below it new uploads are refused
+    /// (pulls, deletes and garbage collection go on).
+    pub min_free_space: Size,
+    /// Upload sessions one credential (user, robot token, or anonymous) may have open.
+    pub max_upload_sessions: u32,
 }
 
 impl Default for Limits {
@@ -162,7 +183,46 @@ impl Default for Limits {
             max_connections: 1024,
             header_timeout_secs: 30,
             idle_timeout_secs: 120,
+            min_free_space: Size::Text("1GiB".into()),
+            max_upload_sessions: 1000,
         }
+    }
+}
+
+/// A size as written: bytes, or text such as `512MiB`, `1GiB` (`K`, `M`, `G`, `T`, with or
+/// without `iB`, are powers of 1024).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Size {
+    pub fn bytes(&self) -> Result<u64, String> {
+        let text = match self {
+            Size::Bytes(n) => return Ok(*n),
+            Size::Text(t) => t.trim(),
+        };
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (num, unit) = text.split_at(split);
+        let bad = || {
+            format!(
+                "{text:?} is not a size: give bytes, or a number with KiB, MiB, GiB or TiB (\"1GiB\")"
+            )
+        };
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        let shift = match unit.trim() {
+            "" | "B" => 0,
+            "K" | "KiB" | "k" => 10,
+            "M" | "MiB" => 20,
+            "G" | "GiB" => 30,
+            "T" | "TiB" => 40,
+            _ => return Err(bad()),
+        };
+        n.checked_mul(1u64 << shift).ok_or_else(bad)
     }
 }
 
@@ -277,6 +337,15 @@ fn validate(c: &Config, fig: &Figment) -> Result<(), ConfigError> {
         if v == 0 || v > max {
             return Err(invalid(key, format!("{v} is out of range: 1 to {max}")));
         }
+    }
+    l.min_free_space
+        .bytes()
+        .map_err(|e| invalid("limits.min_free_space", e))?;
+    if l.max_upload_sessions == 0 || l.max_upload_sessions > 1_000_000 {
+        return Err(invalid(
+            "limits.max_upload_sessions",
+            format!("{} is out of range: 1 to 1000000", l.max_upload_sessions),
+        ));
     }
     let g = &c.gc;
     for (key, span, never_ok, min) in [

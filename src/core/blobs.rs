@@ -15,12 +15,12 @@ pub struct BlobRead {
 }
 
 impl Registry {
-    /// The size of a blob the repository may serve. Telling a client a blob exists marks the
-    /// repository's link as seen, so that garbage collection keeps it for the grace period
-    /// (the client may skip uploading it and push a manifest that references it). The mark
-    /// is written only when the last one is older than half the grace: most answers stay
-    /// reads.
-    async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+    /// The size of a blob the repository may serve. A `HEAD` (how a pushing client asks
+    /// whether it may skip an upload) marks the repository's link as seen, so that garbage
+    /// collection keeps it for the grace period while the client pushes the manifest that
+    /// references it. The mark is written only when the last one is older than
+    /// `Settings::mark_every`, so most answers stay reads; a `GET` never writes.
+    async fn blob_size(&self, repo: &RepoName, digest: &Digest, head: bool) -> Result<u64> {
         let (r, d) = (repo.to_string(), digest.to_string());
         let (size, seen_at) = self
             .db
@@ -28,19 +28,24 @@ impl Registry {
             .await?
             .ok_or(Error::BlobUnknown)?;
         let now = self.now();
-        if seen_at >= now - self.gc.settings().grace / 2 {
+        if !head || seen_at >= now - self.gc.settings().mark_every() {
             return Ok(size);
         }
         let (r, d) = (repo.to_string(), digest.to_string());
-        let still = self
+        match self
             .db
             .write(move |tx| blobs::touch(tx, &r, &d, now).map_err(Error::from))
-            .await?;
-        // Collected between the read and the mark: it does not exist any more.
-        if still {
-            Ok(size)
-        } else {
-            Err(Error::BlobUnknown)
+            .await
+        {
+            Ok(true) => Ok(size),
+            // Collected between the read and the mark: it does not exist any more.
+            Ok(false) => Err(Error::BlobUnknown),
+            // A busy or full database: the link was there a moment ago, and the mark it
+            // already has still protects it for a while. Answer as a read would.
+            Err(e) => {
+                tracing::debug!(%digest, error = %e, "could not mark a blob as seen");
+                Ok(size)
+            }
         }
     }
 
@@ -53,7 +58,7 @@ impl Registry {
         range: Option<&str>,
         with_body: bool,
     ) -> Result<BlobRead> {
-        let size = self.blob_size(repo, digest).await?;
+        let size = self.blob_size(repo, digest, !with_body).await?;
         let range = match range {
             None => None,
             Some(h) => Some(parse_range(h, size).ok_or(Error::BlobRange { size })?),

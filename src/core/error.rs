@@ -30,10 +30,31 @@ pub enum Error {
     ManifestUnknown,
     #[error("manifest references {0}, which is not in the repository")]
     ManifestBlobUnknown(String),
+    /// The credential has `limits.max_upload_sessions` sessions open already.
+    #[error(
+        "{who} has {open} upload sessions open, the most one credential may have; finish or cancel some (idle ones expire)"
+    )]
+    TooManyUploads { who: String, open: u64 },
+    /// Free space is below `limits.min_free_space`: new uploads are refused.
+    #[error(
+        "the registry is out of space: {free} free, below the floor of {floor}; pulls still work, and deleting images and collecting garbage frees space"
+    )]
+    OutOfSpace { free: String, floor: String },
     #[error("database: {0}")]
     Db(#[from] DbError),
     #[error("storage: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// The disk filled up under a write (of a file or of the database).
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            Error::Io(e) => e.kind() == std::io::ErrorKind::StorageFull,
+            Error::Db(d) => d.is_full(),
+            _ => false,
+        }
+    }
 }
 
 impl From<crate::storage::StoreError> for Error {

@@ -205,7 +205,7 @@ impl Registry {
 
     /// Delete by tag (only the tag goes) or by digest (the manifest and its tags go).
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
-        let r = repo.to_string();
+        let (r, now) = (repo.to_string(), self.now());
         let reference = reference.clone();
         let deleted = self
             .db
@@ -214,7 +214,7 @@ impl Registry {
                     return Ok(false);
                 };
                 Ok::<_, Error>(match &reference {
-                    Reference::Tag(t) => tags::delete(tx, repo_id, t.as_str())?,
+                    Reference::Tag(t) => tags::delete(tx, repo_id, t.as_str(), now)?,
                     Reference::Digest(d) => manifests::delete(tx, repo_id, &d.to_string())?,
                 })
             })

@@ -19,6 +19,7 @@ pub use blobs::BlobRead;
 pub use error::Error;
 pub use listing::{Page, Referrer};
 pub use manifests::{ManifestRead, Pushed};
+pub use uploads::{Uploader, WriteStatus};
 
 use crate::clock::Clock;
 use crate::db::Db;
@@ -39,6 +40,32 @@ pub struct Registry {
     sessions: Arc<Sessions>,
     pulls: Arc<pulls::PullLog>,
     gc: Arc<gc::Gc>,
+    uploads: UploadLimits,
+}
+
+/// What the registry needs from the configuration.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    pub gc: gc::Settings,
+    pub uploads: UploadLimits,
+}
+
+/// Bounds on uploads.
+#[derive(Clone, Copy, Debug)]
+pub struct UploadLimits {
+    /// Free bytes the file system keeps: below, new uploads are refused.
+    pub min_free_space: u64,
+    /// Open sessions per credential.
+    pub max_sessions: u64,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        UploadLimits {
+            min_free_space: 1 << 30,
+            max_sessions: 1000,
+        }
+    }
 }
 
 /// In-memory state of upload sessions, one lock each so concurrent PATCHes to the same
@@ -65,7 +92,7 @@ impl Registry {
         store: Arc<dyn BlobStore>,
         staging: Staging,
         clock: Arc<dyn Clock>,
-        gc: gc::Settings,
+        options: Options,
     ) -> Registry {
         Registry {
             db,
@@ -74,12 +101,20 @@ impl Registry {
             clock,
             sessions: Arc::default(),
             pulls: Arc::default(),
-            gc: Arc::new(gc::Gc::new(gc)),
+            gc: Arc::new(gc::Gc::new(options.gc)),
+            uploads: options.uploads,
         }
     }
 
     pub fn now(&self) -> i64 {
         self.clock.now()
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.db
+            .read(|c| crate::db::settings::ping(c).map_err(Error::from))
+            .await
     }
 
     /// Write the pull times gathered since the last flush (called periodically and at exit).

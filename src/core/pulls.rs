@@ -17,6 +17,14 @@ impl PullLog {
         *e = (*e).max(at);
     }
 
+    /// Whether `manifest_id` was pulled since the last flush.
+    pub(super) fn pending(&self, manifest_id: i64) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&manifest_id)
+    }
+
     pub(super) async fn flush(&self, db: &Db) -> Result<()> {
         let batch: Vec<(i64, i64)> =
             std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
@@ -25,7 +33,16 @@ impl PullLog {
         if batch.is_empty() {
             return Ok(());
         }
-        db.write(move |tx| manifests::record_pulls(tx, &batch).map_err(Into::into))
-            .await
+        let kept = batch.clone();
+        let written = db
+            .write(move |tx| manifests::record_pulls(tx, &batch).map_err(Into::into))
+            .await;
+        if written.is_err() {
+            // Keep them for the next flush: retention and collection count from them.
+            for (id, at) in kept {
+                self.record(id, at);
+            }
+        }
+        written
     }
 }

@@ -11,6 +11,8 @@ use crate::db::{blobs, repos, uploads};
 use crate::oci::{Algorithm, Digest, RepoName, UploadId};
 use crate::storage::{AppendError, Progress};
 
+use super::gc;
+
 /// A `Content-Range` of a chunk: first and last byte, inclusive.
 pub type ChunkRange = (u64, u64);
 
@@ -19,22 +21,102 @@ type Guard = tokio::sync::OwnedMutexGuard<Option<Progress>>;
 /// Seconds between two records of a session's activity.
 const ACTIVITY_EVERY: i64 = 60;
 
+/// Who opens an upload session: `key` identifies the credential (`u:<id>`, `t:<id>`, `a`)
+/// for the per-credential cap, `name` is how errors call it.
+#[derive(Clone, Debug)]
+pub struct Uploader {
+    pub key: String,
+    pub name: String,
+}
+
+/// Whether new uploads are accepted, with the free bytes that decide it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteStatus {
+    Accepted { free: u64 },
+    Refused { free: u64, floor: u64 },
+}
+
 impl Registry {
-    /// Open a new upload session in `repo`.
-    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadId> {
+    /// Whether new uploads are accepted now (the free-space floor).
+    pub async fn write_status(&self) -> Result<WriteStatus> {
+        let free = self.staging.free_space().await?;
+        let floor = self.uploads.min_free_space;
+        Ok(if free < floor {
+            WriteStatus::Refused { free, floor }
+        } else {
+            WriteStatus::Accepted { free }
+        })
+    }
+
+    /// The error that explains a refusal, `None` when uploads are accepted.
+    pub fn refusal(&self, status: WriteStatus) -> Option<Error> {
+        match status {
+            WriteStatus::Accepted { .. } => None,
+            WriteStatus::Refused { free, floor } => Some(Error::OutOfSpace {
+                free: gc::human_bytes(free),
+                floor: gc::human_bytes(floor),
+            }),
+        }
+    }
+
+    /// Refuse new bytes below the free-space floor, with the figures.
+    async fn check_space(&self) -> Result<()> {
+        let status = self.write_status().await?;
+        match self.refusal(status) {
+            None => Ok(()),
+            Some(e) => {
+                tracing::warn!("upload refused: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Open a new upload session in `repo` for `who`.
+    pub async fn start_upload(&self, repo: &RepoName, who: &Uploader) -> Result<UploadId> {
+        self.check_space().await?;
         let mut raw = [0u8; 16];
         getrandom::fill(&mut raw).map_err(|e| std::io::Error::other(e.to_string()))?;
         let id = UploadId::from_random(raw);
-        // The file first: a crash in between leaves an orphan file, never a row without one.
+        // The file first: a crash in between leaves an orphan file (removed by garbage
+        // collection), never a row without one.
         self.staging.create(&id).await?;
         let (r, i, now) = (repo.to_string(), id.to_string(), self.now());
-        self.db
+        let (key, name, cap) = (who.key.clone(), who.name.clone(), self.uploads.max_sessions);
+        let inserted = self
+            .db
             .write(move |tx| {
+                let open = uploads::count_owned(tx, &key)?;
+                if open >= cap {
+                    return Err(Error::TooManyUploads { who: name, open });
+                }
                 let repo_id = repos::ensure(tx, &r, now)?;
-                Ok::<_, Error>(uploads::insert(tx, &i, repo_id, now)?)
+                Ok::<_, Error>(uploads::insert(tx, &i, repo_id, &key, now)?)
             })
-            .await?;
+            .await;
+        if let Err(e) = inserted {
+            if let Err(rm) = self.staging.delete(&id).await {
+                tracing::warn!(upload = %id, error = %rm, "cannot remove the file of a refused upload");
+            }
+            return Err(e);
+        }
         Ok(id)
+    }
+
+    /// Drop a session whose write failed: its bytes first (freeing space is what matters on a
+    /// full disk), then its row, which may fail on that same disk and is then left to expire
+    /// (a row without a file is a session that answers "unknown").
+    async fn discard(&self, id: &UploadId) {
+        if let Err(e) = self.staging.delete(id).await {
+            tracing::warn!(upload = %id, error = %e, "cannot remove the file of a failed upload");
+        }
+        let i = id.to_string();
+        if let Err(e) = self
+            .db
+            .write(move |tx| uploads::delete(tx, &i).map_err(Error::from))
+            .await
+        {
+            tracing::warn!(upload = %id, error = %e, "cannot forget a failed upload; it will expire");
+        }
     }
 
     /// Lock a session and check it still exists (a request we waited for may have finished
@@ -49,13 +131,8 @@ impl Registry {
         match found {
             Some((repo_id, active_at)) => {
                 // Sessions expire by last activity: record it, at most once a minute.
-                let now = self.now();
-                let every = ACTIVITY_EVERY.min(self.gc.settings().upload_expiry / 2);
-                if active_at < now - every {
-                    let i = id.to_string();
-                    self.db
-                        .write(move |tx| uploads::touch(tx, &i, now).map_err(Error::from))
-                        .await?;
+                if active_at < self.now() - self.activity_every() {
+                    self.note_activity(id).await?;
                 }
                 Ok((guard, repo_id))
             }
@@ -65,6 +142,25 @@ impl Registry {
                 self.sessions.forget(id);
                 Err(Error::UploadUnknown)
             }
+        }
+    }
+
+    /// Seconds between two records of a session's activity.
+    fn activity_every(&self) -> i64 {
+        ACTIVITY_EVERY.min(self.gc.settings().upload_expiry / 2)
+    }
+
+    /// Record activity on a session now.
+    async fn note_activity(&self, id: &UploadId) -> Result<()> {
+        let (i, now) = (id.to_string(), self.now());
+        let found = self
+            .db
+            .write(move |tx| uploads::touch(tx, &i, now).map_err(Error::from))
+            .await?;
+        if found {
+            Ok(())
+        } else {
+            Err(Error::UploadUnknown)
         }
     }
 
@@ -104,9 +200,19 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
+        self.check_space().await?;
         let (guard, _) = self.lock_session(repo, id).await?;
         let (this, id) = (self.clone(), id.clone());
-        detached(async move { this.append_locked(guard, &id, range, body).await }).await
+        detached(async move {
+            let started = this.now();
+            let len = this.append_locked(guard, &id, range, body).await?;
+            // A long transfer was activity all along: record its end as well.
+            if this.now() - started >= this.activity_every() {
+                this.note_activity(&id).await?;
+            }
+            Ok(len)
+        })
+        .await
     }
 
     async fn append_locked<S, E>(
@@ -142,7 +248,10 @@ impl Registry {
         match result {
             Ok(()) => {}
             Err(AppendError::Body(e)) => return Err(Error::UploadInvalid(e)),
-            Err(AppendError::Io(e)) => return Err(e.into()),
+            Err(AppendError::Io(e)) => {
+                self.discard(id).await;
+                return Err(e.into());
+            }
         }
         let len = len.unwrap_or(before.len);
         if let Some(declared) = declared {
@@ -173,6 +282,9 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
+        if body.is_some() {
+            self.check_space().await?;
+        }
         let (guard, repo_id) = self.lock_session(repo, id).await?;
         let (this, id, digest) = (self.clone(), id.clone(), digest.clone());
         detached(async move { this.finish_locked(guard, repo_id, &id, &digest, body).await }).await
@@ -200,7 +312,10 @@ impl Registry {
             match result {
                 Ok(()) => {}
                 Err(AppendError::Body(e)) => return Err(Error::UploadInvalid(e)),
-                Err(AppendError::Io(e)) => return Err(e.into()),
+                Err(AppendError::Io(e)) => {
+                    self.discard(id).await;
+                    return Err(e.into());
+                }
             }
             progress = after.ok_or_else(|| Error::UploadInvalid("upload state lost".into()))?;
         }
@@ -245,11 +360,22 @@ impl Registry {
     /// Abandon an upload session and its bytes.
     pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
         let (_guard, _) = self.lock_session(repo, id).await?;
-        let i = id.to_string();
-        self.db
-            .write(move |tx| uploads::delete(tx, &i).map_err(Error::from))
-            .await?;
+        // The bytes first: on a full disk the database write below may fail, and the space
+        // must come back anyway.
         self.staging.delete(id).await?;
+        let i = id.to_string();
+        let forgotten = self
+            .db
+            .write(move |tx| uploads::delete(tx, &i).map_err(Error::from))
+            .await;
+        match forgotten {
+            Ok(_) => {}
+            // Its file is gone, so the session is dead; its row expires.
+            Err(e) if e.is_storage_full() => {
+                tracing::warn!(upload = %id, error = %e, "cancelled upload freed its bytes; its record waits for free space");
+            }
+            Err(e) => return Err(e),
+        }
         self.sessions.forget(id);
         Ok(())
     }

@@ -16,7 +16,7 @@ pub struct ManifestRow {
     pub digest: String,
     pub subject: Option<String>,
     pub tagged: bool,
-    /// The later of its last push and its last pull.
+    /// The latest of its last push, its last pull and the moment it last lost a tag.
     pub touched_at: i64,
 }
 
@@ -66,7 +66,7 @@ fn read_snapshot(tx: &Connection) -> Result<Snapshot> {
     let mut st = tx.prepare(
         "SELECT m.id, m.repository_id, m.digest, m.subject_digest,
                 EXISTS (SELECT 1 FROM tags t WHERE t.manifest_id = m.id),
-                max(m.pushed_at, coalesce(m.last_pulled_at, 0))
+                max(m.pushed_at, coalesce(m.last_pulled_at, 0), coalesce(m.untagged_at, 0))
          FROM manifests m",
     )?;
     s.manifests = st
@@ -116,7 +116,8 @@ fn read_snapshot(tx: &Connection) -> Result<Snapshot> {
     Ok(s)
 }
 
-/// Delete manifest `id` if it is still garbage: untagged, untouched since `cutoff`, listed by
+/// Delete manifest `id` if it is still garbage: untagged, not pushed, pulled or untagged
+/// since `cutoff`, listed by
 /// no index of its repository, and not a referrer of a manifest its repository holds.
 /// Returns whether it went.
 pub fn delete_manifest(c: &Connection, id: i64, cutoff: i64) -> Result<bool> {
@@ -124,7 +125,7 @@ pub fn delete_manifest(c: &Connection, id: i64, cutoff: i64) -> Result<bool> {
         .prepare_cached(
             "DELETE FROM manifests
              WHERE id = ?1
-               AND max(pushed_at, coalesce(last_pulled_at, 0)) < ?2
+               AND max(pushed_at, coalesce(last_pulled_at, 0), coalesce(untagged_at, 0)) < ?2
                AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.manifest_id = manifests.id)
                AND NOT EXISTS (
                    SELECT 1 FROM manifest_children mc JOIN manifests p ON p.id = mc.manifest_id
@@ -263,7 +264,7 @@ mod tests {
         assert!(!delete_manifest(&c, child, 10).unwrap());
         assert!(!delete_manifest(&c, index, 11).unwrap());
         assert!(!delete_manifest(&c, child, 11).unwrap());
-        tags::delete(&c, r, "v1").unwrap();
+        tags::delete(&c, r, "v1", 10).unwrap();
         assert!(delete_manifest(&c, index, 11).unwrap());
         // The link is used by the child; the blob by the link and the child.
         assert!(!delete_link(&c, r, "sha256:b", 11).unwrap());
@@ -284,7 +285,7 @@ mod tests {
         blobs::link(&c, r, "sha256:b", 3).unwrap();
         let m = manifest(&c, r, "sha256:m", &["sha256:b"], &[]);
         tags::set(&c, r, "t", m, 10).unwrap();
-        crate::db::uploads::insert(&c, "u1", r, 4).unwrap();
+        crate::db::uploads::insert(&c, "u1", r, "u:1", 4).unwrap();
         let s = snapshot(&c).unwrap();
         assert_eq!(s.repos, vec![(r, "r".to_string())]);
         assert!(s.manifests[0].tagged);

@@ -34,6 +34,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/0004_stamps.sql"),
     ),
     ("0005_gc", include_str!("../../migrations/0005_gc.sql")),
+    (
+        "0006_owner_untagged",
+        include_str!("../../migrations/0006_owner_untagged.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +62,16 @@ pub enum DbError {
 }
 
 impl DbError {
+    /// The disk (or the database's quota) is full.
+    pub fn is_full(&self) -> bool {
+        match self {
+            DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
+            _ => false,
+        }
+    }
+
     /// Another connection (another process) holds the lock the operation needed, for longer
     /// than the busy timeout: the operation may succeed if tried again later.
     pub fn is_busy(&self) -> bool {

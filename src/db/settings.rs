@@ -24,6 +24,12 @@ pub fn auth_epoch(c: &Connection) -> Result<i64> {
         .query_row([], |r| r.get(0))?)
 }
 
+/// A trivial read: does the database answer?
+pub fn ping(c: &Connection) -> Result<()> {
+    c.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

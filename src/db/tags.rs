@@ -1,10 +1,30 @@
 //! `tags`: a name in a repository pointing at one manifest.
 
 use super::Result;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// The manifest `tag` points at.
+fn target(c: &Connection, repo_id: i64, tag: &str) -> Result<Option<i64>> {
+    Ok(
+        c.prepare_cached("SELECT manifest_id FROM tags WHERE repository_id = ?1 AND name = ?2")?
+            .query_row(params![repo_id, tag], |r| r.get(0))
+            .optional()?,
+    )
+}
+
+/// Record that a manifest lost a tag at `now` (garbage collection's untagged grace counts
+/// from it).
+fn untagged(c: &Connection, manifest_id: i64, now: i64) -> Result<()> {
+    c.prepare_cached("UPDATE manifests SET untagged_at = ?2 WHERE id = ?1")?
+        .execute(params![manifest_id, now])?;
+    Ok(())
+}
 
 /// Point `tag` at `manifest_id`, moving it if it pointed elsewhere.
 pub fn set(c: &Connection, repo_id: i64, tag: &str, manifest_id: i64, now: i64) -> Result<()> {
+    if let Some(old) = target(c, repo_id, tag)?.filter(|old| *old != manifest_id) {
+        untagged(c, old, now)?;
+    }
     c.prepare_cached(
         "INSERT INTO tags (repository_id, name, manifest_id, updated_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT(repository_id, name) DO UPDATE
@@ -15,12 +35,16 @@ pub fn set(c: &Connection, repo_id: i64, tag: &str, manifest_id: i64, now: i64) 
     Ok(())
 }
 
-pub fn delete(c: &Connection, repo_id: i64, tag: &str) -> Result<bool> {
-    let n = c.execute(
+pub fn delete(c: &Connection, repo_id: i64, tag: &str, now: i64) -> Result<bool> {
+    let Some(old) = target(c, repo_id, tag)? else {
+        return Ok(false);
+    };
+    c.execute(
         "DELETE FROM tags WHERE repository_id = ?1 AND name = ?2",
         params![repo_id, tag],
     )?;
-    Ok(n > 0)
+    untagged(c, old, now)?;
+    Ok(true)
 }
 
 /// Tags of a repository in byte order, after `last`, at most `limit`.

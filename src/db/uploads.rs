@@ -3,12 +3,21 @@
 use super::Result;
 use rusqlite::{Connection, OptionalExtension, params};
 
-pub fn insert(c: &Connection, id: &str, repo_id: i64, now: i64) -> Result<()> {
+pub fn insert(c: &Connection, id: &str, repo_id: i64, owner: &str, now: i64) -> Result<()> {
     c.execute(
-        "INSERT INTO uploads (id, repository_id, created_at, active_at) VALUES (?1, ?2, ?3, ?3)",
-        params![id, repo_id, now],
+        "INSERT INTO uploads (id, repository_id, owner, created_at, active_at)
+         VALUES (?1, ?2, ?3, ?4, ?4)",
+        params![id, repo_id, owner, now],
     )?;
     Ok(())
+}
+
+/// Sessions `owner` has open.
+pub fn count_owned(c: &Connection, owner: &str) -> Result<u64> {
+    Ok(
+        c.prepare_cached("SELECT count(*) FROM uploads WHERE owner = ?1")?
+            .query_row([owner], |r| r.get::<_, i64>(0))? as u64,
+    )
 }
 
 /// The repository id and last activity of the session `id`, if it exists and belongs to the
@@ -23,11 +32,13 @@ pub fn find(c: &Connection, repo: &str, id: &str) -> Result<Option<(i64, i64)>> 
     .optional()?)
 }
 
-/// Record activity on a session (a chunk arrived), so that it does not expire.
-pub fn touch(c: &Connection, id: &str, now: i64) -> Result<()> {
-    c.prepare_cached("UPDATE uploads SET active_at = max(active_at, ?2) WHERE id = ?1")?
+/// Record activity on a session (a chunk arrived), so that it does not expire. `false` if
+/// the session does not exist (any more).
+pub fn touch(c: &Connection, id: &str, now: i64) -> Result<bool> {
+    let n = c
+        .prepare_cached("UPDATE uploads SET active_at = max(active_at, ?2) WHERE id = ?1")?
         .execute(params![id, now])?;
-    Ok(())
+    Ok(n > 0)
 }
 
 pub fn delete(c: &Connection, id: &str) -> Result<bool> {

@@ -1,6 +1,7 @@
 //! Cross-cutting HTTP pieces: request logging, security headers, the client's origin,
-//! redirects to HTTPS and the plain 404.
+//! redirects to HTTPS, the readiness check and the plain 404.
 
+pub mod health;
 pub mod memory;
 pub mod origin;
 pub mod serve;

@@ -105,6 +105,17 @@ fn internal(cause: &dyn std::fmt::Display, is_busy: bool) -> Response {
     )
 }
 
+/// `507 Insufficient Storage`: the disk filled up under a write; nothing half-stored remains.
+fn storage_full(cause: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %cause, "out of disk space");
+    error_body(
+        StatusCode::INSUFFICIENT_STORAGE,
+        "DENIED",
+        "the registry ran out of disk space while storing this; nothing of it was kept",
+        Value::Null,
+    )
+}
+
 fn core_response(e: Error) -> Response {
     use StatusCode as S;
     let (status, code) = match &e {
@@ -119,6 +130,10 @@ fn core_response(e: Error) -> Response {
         Error::ManifestInvalid(_) => (S::BAD_REQUEST, "MANIFEST_INVALID"),
         Error::ManifestUnknown => (S::NOT_FOUND, "MANIFEST_UNKNOWN"),
         Error::ManifestBlobUnknown(_) => (S::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
+        Error::TooManyUploads { .. } => (S::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
+        // A refusal the client cannot fix by retrying: clients stop at once and show it.
+        Error::OutOfSpace { .. } => (S::FORBIDDEN, "DENIED"),
+        _ if e.is_storage_full() => return storage_full(&e),
         Error::Db(d) => return internal(&e, d.is_busy()),
         Error::Io(_) => return internal(&e, false),
     };

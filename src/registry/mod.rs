@@ -103,7 +103,7 @@ async fn handle(app: &AppState, caller: &Caller, route: Route, req: Request) -> 
     let method = req.method().clone();
     let head = method == Method::HEAD;
     match (route, method) {
-        (Route::Base, Method::GET | Method::HEAD) => Ok(json_ok("{}")),
+        (Route::Base, Method::GET | Method::HEAD) => Ok(base(reg).await),
         (Route::Catalog, Method::GET) => listing::catalog(reg, &caller.subject, &query).await,
         (Route::Tags(repo), Method::GET) => listing::tags(reg, &repo, &query).await,
         (Route::Referrers(repo, d), Method::GET) => {
@@ -135,7 +135,8 @@ async fn handle(app: &AppState, caller: &Caller, route: Route, req: Request) -> 
         }
         (Route::UploadStart(repo), Method::POST) => {
             let mount_ok = auth::may_mount_from(&caller.subject, &query);
-            uploads::start(reg, &caller.origin, &repo, &query, mount_ok, req).await
+            let who = uploads::uploader(&caller.subject);
+            uploads::start(reg, &caller.origin, &repo, &query, mount_ok, &who, req).await
         }
         (Route::Upload(repo, id), Method::GET) => {
             uploads::status(reg, &caller.origin, &repo, &id).await
@@ -160,6 +161,19 @@ async fn audit(app: &AppState, caller: &Caller, action: &str, detail: String) {
     {
         tracing::error!(error = %e, action, "could not write an audit entry");
     }
+}
+
+/// GET /v2/ — `200 {}`; while uploads are refused for lack of space, a `Warning` header says
+/// so (the body stays what clients expect).
+async fn base(reg: &crate::core::Registry) -> Response {
+    let mut r = json_ok("{}");
+    if let Ok(status) = reg.write_status().await
+        && let Some(e) = reg.refusal(status)
+        && let Ok(v) = HeaderValue::from_str(&format!("199 berth \"uploads refused: {e}\""))
+    {
+        r.headers_mut().insert("Warning", v);
+    }
+    r
 }
 
 fn json_ok(body: &'static str) -> Response {

@@ -8,7 +8,9 @@ use axum::response::Response;
 
 use super::error::range_value;
 use super::{ApiError, ApiResult, Query, body_stream, hv};
-use crate::core::{Error, Registry};
+use crate::auth::Subject;
+use crate::auth::bearer::Holder;
+use crate::core::{Error, Registry, Uploader};
 use crate::http::origin::Origin;
 use crate::oci::{Digest, RepoName, UploadId};
 
@@ -47,6 +49,21 @@ fn query_digest(query: &Query, key: &str) -> Result<Option<Digest>, Error> {
         .transpose()
 }
 
+/// Who opens a session, for the per-credential cap: the credential (a robot token counts on
+/// its own, apart from its owner) and its name.
+pub fn uploader(subject: &Subject) -> Uploader {
+    let key = match subject.holder {
+        Holder::Anonymous => "a".to_string(),
+        Holder::User(id) => format!("u:{id}"),
+        Holder::Robot(id) => format!("t:{id}"),
+    };
+    let name = match &subject.name {
+        Some(n) => format!("{n:?}"),
+        None => "anonymous".to_string(),
+    };
+    Uploader { key, name }
+}
+
 /// POST /v2/<name>/blobs/uploads/ — also `?digest=<digest>` (monolithic) and
 /// `?mount=<digest>&from=<other name>` (cross-repository mount).
 /// `mount_ok` says whether the caller may read the `from` repository.
@@ -56,6 +73,7 @@ pub async fn start(
     repo: &RepoName,
     query: &Query,
     mount_ok: bool,
+    who: &Uploader,
     req: Request,
 ) -> ApiResult {
     if let Some(mount) = query_digest(query, "mount")? {
@@ -68,7 +86,7 @@ pub async fn start(
         // Not mountable: an ordinary upload session, as the spec says.
     }
     let digest = query_digest(query, "digest")?;
-    let id = reg.start_upload(repo).await?;
+    let id = reg.start_upload(repo, who).await?;
     let Some(digest) = digest else {
         return Ok(accepted(origin, repo, &id, 0));
     };

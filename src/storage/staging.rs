@@ -114,6 +114,16 @@ impl Staging {
         .await
     }
 
+    /// Bytes free for unprivileged writes on the file system of the staging folder.
+    pub async fn free_space(&self) -> io::Result<u64> {
+        let dir = self.dir.clone();
+        blocking(move || {
+            let st = rustix::fs::statvfs(&dir)?;
+            Ok(st.f_bavail.saturating_mul(st.f_frsize))
+        })
+        .await
+    }
+
     /// The upload file of `id`, complete and verified by the caller, for `BlobStore::commit`.
     pub fn staged(&self, id: &UploadId) -> Staged {
         Staged {

@@ -406,7 +406,11 @@ fn gc_durations_as_people_write_them() {
         "BERTH_GC__GRACE: \"5 parsecs\" is not a duration",
     );
     refused(
-        &berth(dir.path(), &["serve"], &[("BERTH_GC__UPLOAD_EXPIRY", "never")]),
+        &berth(
+            dir.path(),
+            &["serve"],
+            &[("BERTH_GC__UPLOAD_EXPIRY", "never")],
+        ),
         "cannot be never",
     );
     refused(

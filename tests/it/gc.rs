@@ -15,6 +15,9 @@ use serde_json::json;
 use crate::common::{OCI_INDEX, OCI_MANIFEST, TestApp, digest_of};
 
 const GRACE: i64 = 60;
+/// How long an unused link is kept after its last mark: the grace, plus the staleness a mark
+/// may have before a HEAD renews it (`Settings::mark_every`).
+const LINK_GRACE: i64 = GRACE + GRACE / 4;
 const UNTAGGED: i64 = 120;
 const EXPIRY: i64 = 300;
 
@@ -170,7 +173,7 @@ async fn a_head_keeps_an_unreferenced_blob_for_the_grace() {
     let told = app.push_blob("r", b"layer the client was told about").await;
     let untold = app.push_blob("r", b"layer nobody asked about").await;
     let config = app.push_blob("r", b"{}").await;
-    app.clock.advance(GRACE + 1);
+    app.clock.advance(LINK_GRACE + 1);
     // The client asks whether the layers exist and skips uploading the one it is told of.
     app.head(&format!("/v2/r/blobs/{told}")).await.assert(200);
     app.head(&format!("/v2/r/blobs/{config}")).await.assert(200);
@@ -223,7 +226,7 @@ async fn a_manifest_push_racing_a_collection_never_loses_its_blob() {
         let bytes = format!("race layer {i}").into_bytes();
         let layer = app.push_blob("r", &bytes).await;
         app.push_blob("r", b"{}").await;
-        app.clock.advance(GRACE + 1);
+        app.clock.advance(LINK_GRACE + 1);
         let body = manifest(&[(&config, 2), (&layer, bytes.len())]);
         let barrier = Arc::new(tokio::sync::Barrier::new(2));
         let (a, b) = (app.clone(), barrier.clone());
@@ -271,7 +274,7 @@ async fn a_blob_uploaded_again_while_it_is_collected_stays() {
     for i in 0..10u32 {
         let bytes = format!("re-uploaded layer {i}").into_bytes();
         let d = app.push_blob("r", &bytes).await;
-        app.clock.advance(GRACE + 1);
+        app.clock.advance(LINK_GRACE + 1);
         // Hold the run after it forgot the blob's rows and before it removes the file, and
         // upload the same bytes then.
         let (started_tx, started_rx) = std::sync::mpsc::channel::<tokio::task::JoinHandle<u16>>();
@@ -281,8 +284,7 @@ async fn a_blob_uploaded_again_while_it_is_collected_stays() {
         let hook: berth::core::gc::Hook = Arc::new(move |p: Point| -> BoxFuture<'static, ()> {
             let (a, body) = (a.clone(), body.clone());
             // Only the batch that holds this blob.
-            let Point::BlobRowsDeleted(digests) = p;
-            let tx = if digests.contains(&target) {
+            let tx = if matches!(&p, Point::BlobRowsDeleted(d) if d.contains(&target)) {
                 started_tx.lock().unwrap().take()
             } else {
                 None
@@ -462,4 +464,105 @@ async fn files_without_rows_go_after_the_grace() {
     app.get(&format!("/v2/r/manifests/{image}"))
         .await
         .assert(200);
+}
+
+#[tokio::test]
+async fn untagged_grace_counts_from_the_moment_a_tag_moves_off() {
+    let app = app();
+    let (_, old) = app.push_image("r", "prod", OCI_MANIFEST, 1).await;
+    app.clock.advance(10 * UNTAGGED);
+    // `prod` moves to a new image: the old one was pushed long ago but untagged just now.
+    app.push_image("r", "prod", OCI_MANIFEST, 2).await;
+    let r = gc(&app, false).await;
+    assert!(r.manifests.is_empty(), "{r:?}");
+    app.get(&format!("/v2/r/manifests/{old}")).await.assert(200);
+    app.clock.advance(UNTAGGED + 1);
+    let r = gc(&app, false).await;
+    assert_eq!(r.manifests.len(), 1, "{r:?}");
+    assert_eq!(r.manifests[0].digest, old.to_string());
+    // Deleting a tag counts the same way.
+    let (_, v1) = app.push_image("r", "v1", OCI_MANIFEST, 3).await;
+    app.clock.advance(10 * UNTAGGED);
+    app.delete("/v2/r/manifests/v1").await.assert(202);
+    assert!(gc(&app, false).await.manifests.is_empty());
+    app.clock.advance(UNTAGGED + 1);
+    assert_eq!(gc(&app, false).await.manifests[0].digest, v1.to_string());
+}
+
+/// A pull during a run (after it read the pull times) keeps the manifest it pulled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_pulled_while_a_run_plans_is_kept() {
+    let app = Arc::new(app());
+    let (_, pinned) = app.push_image("r", "v1", OCI_MANIFEST, 1).await;
+    app.delete("/v2/r/manifests/v1").await.assert(202);
+    app.clock.advance(UNTAGGED + 1);
+    let a = app.clone();
+    let path = format!("/v2/r/manifests/{pinned}");
+    let hook: berth::core::gc::Hook = Arc::new(move |p: Point| -> BoxFuture<'static, ()> {
+        let (a, path) = (a.clone(), path.clone());
+        Box::pin(async move {
+            if p == Point::Planned {
+                // A node pulls the image by digest, as a deployment pinned to it does.
+                a.get(&path).await.assert(200);
+            }
+        })
+    });
+    app.state.registry.set_gc_hook(Some(hook));
+    let r = gc(&app, false).await;
+    app.state.registry.set_gc_hook(None);
+    assert!(r.manifests.is_empty(), "{r:?}");
+    app.get(&format!("/v2/r/manifests/{pinned}"))
+        .await
+        .assert(200);
+    // Once the pull is a day old, it goes.
+    app.clock.advance(UNTAGGED + 1);
+    assert_eq!(gc(&app, false).await.manifests.len(), 1);
+}
+
+/// A `HEAD` protects a blob for the whole grace, also when the mark it found was fresh
+/// enough that the `HEAD` wrote none.
+#[tokio::test]
+async fn every_head_is_followed_by_a_full_grace() {
+    let app = app();
+    let d = app.push_blob("r", b"layer").await;
+    let mark_every = GRACE / 4;
+    app.clock.advance(mark_every - 1);
+    app.head(&format!("/v2/r/blobs/{d}")).await.assert(200);
+    app.clock.advance(GRACE);
+    assert!(gc(&app, false).await.blobs.is_empty());
+    app.clock.advance(2);
+    assert_eq!(gc(&app, false).await.blobs.len(), 1);
+}
+
+/// A session that a request is streaming into is not idle, whatever its record says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_streaming_through_a_run_survives_it() {
+    let app = Arc::new(app());
+    let loc = app.start_upload("r").await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::io::Error>(bytes::Bytes::from(b)), rx))
+    });
+    let (a, l) = (app.clone(), loc.clone());
+    let patch = tokio::spawn(async move {
+        a.call("PATCH", &l, &[], Body::from_stream(body))
+            .await
+            .status
+    });
+    tx.send(b"first half;".to_vec()).await.unwrap();
+    // The PATCH has the session; its record looks long idle.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    app.clock.advance(EXPIRY + 1);
+    let r = gc(&app, false).await;
+    assert!(r.uploads.is_empty(), "{r:?}");
+    tx.send(b"second half".to_vec()).await.unwrap();
+    drop(tx);
+    assert_eq!(patch.await.unwrap(), 202);
+    let d = digest_of(b"first half;second half");
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    app.call("PUT", &format!("{loc}{sep}digest={d}"), &[], Body::empty())
+        .await
+        .assert(201);
 }

@@ -14,6 +14,7 @@ mod cli_accounts;
 mod cli_tokens;
 mod config_cli;
 mod crash;
+mod disk;
 mod e2e_auth;
 mod e2e_docker;
 mod e2e_gc;

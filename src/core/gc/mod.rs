@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::future::BoxFuture;
 
 pub use plan::{Cutoffs, FoundFile, Plan};
-pub use report::{BlobItem, FileItem, LinkItem, ManifestItem, Report, UploadItem};
+pub use report::{BlobItem, FileItem, LinkItem, ManifestItem, Report, UploadItem, human_bytes};
 
 use super::{Error, Registry, Result};
 use crate::db::gc as q;
@@ -44,6 +44,20 @@ pub struct Settings {
     pub upload_expiry: i64,
 }
 
+impl Settings {
+    /// How stale a link's seen-at mark may be before a `HEAD` writes a new one: most answers
+    /// then stay reads.
+    pub fn mark_every(&self) -> i64 {
+        self.grace / 4
+    }
+
+    /// Links seen before this go (if nothing uses them). The slack of `mark_every` makes
+    /// sure every answer, also one that wrote no mark, is followed by a full `grace`.
+    pub fn link_cutoff(&self, now: i64) -> i64 {
+        now - self.grace - self.mark_every()
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -57,6 +71,8 @@ impl Default for Settings {
 /// A point in a run where a test may hold it (`Registry::set_gc_hook`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Point {
+    /// The plan is made; nothing is removed yet.
+    Planned,
     /// Blob rows are deleted and committed; their files are not removed yet.
     BlobRowsDeleted(Vec<Digest>),
 }
@@ -66,6 +82,9 @@ pub type Hook = Arc<dyn Fn(Point) -> BoxFuture<'static, ()> + Send + Sync>;
 const STRIPES: usize = 64;
 /// Rows per write transaction: small, so pushes never wait long for the writer.
 const BATCH: usize = 256;
+/// Blobs per transaction and per hold of a stripe lock (an upload finishing a digest of that
+/// stripe waits for the batch's files to go).
+const BLOB_BATCH: usize = 32;
 
 /// Collection state shared by every clone of the registry.
 pub(crate) struct Gc {
@@ -143,6 +162,11 @@ impl Registry {
         self.gc.settings()
     }
 
+    /// Make runs in progress stop at their next batch (shutdown).
+    pub fn stop_collecting(&self) {
+        self.gc.stop.store(true, Ordering::Relaxed);
+    }
+
     /// Collect garbage now (or, with `dry_run`, say what would go). Runs wait for each other.
     /// The report is stored and returned.
     pub async fn collect_garbage(&self, trigger: Trigger, dry_run: bool) -> Result<Report> {
@@ -151,7 +175,8 @@ impl Registry {
         let now = self.now();
         let set = self.gc.settings;
         let cut = Cutoffs {
-            grace: now - set.grace,
+            links: set.link_cutoff(now),
+            files: now - set.grace,
             untagged: set.untagged_grace.map(|g| now - g),
             upload: now - set.upload_expiry,
         };
@@ -180,6 +205,7 @@ impl Registry {
         if dry_run {
             report.planned(&plan, &names, &blob_files, &upload_files);
         } else {
+            self.gc.at(Point::Planned).await;
             self.carry_out(&plan, cut, &names, &mut report).await;
         }
         report.finished_at = self.now();
@@ -240,7 +266,12 @@ impl Registry {
                     if self.interrupted(report) {
                         return;
                     }
-                    let ids = batch.to_vec();
+                    // Pulled since the run began (not in the database yet): no longer garbage.
+                    let ids: Vec<i64> = batch
+                        .iter()
+                        .copied()
+                        .filter(|id| !self.pulls.pending(*id))
+                        .collect();
                     let gone = self
                         .db
                         .write(move |tx| {
@@ -269,7 +300,7 @@ impl Registry {
                 return;
             }
             let links = batch.to_vec();
-            let grace = cut.grace;
+            let grace = cut.links;
             let gone = self
                 .db
                 .write(move |tx| {
@@ -317,7 +348,7 @@ impl Registry {
         let mut stripes: Vec<_> = by_stripe.into_iter().collect();
         stripes.sort_by_key(|(s, _)| *s);
         for (stripe, digests) in stripes {
-            for batch in digests.chunks(BATCH) {
+            for batch in digests.chunks(BLOB_BATCH) {
                 if self.interrupted(report) {
                     return;
                 }
@@ -413,7 +444,18 @@ impl Registry {
             if self.interrupted(report) {
                 return;
             }
-            let ids = batch.to_vec();
+            // Hold each session as a request would: one that a request is using now (a
+            // long streamed PATCH) is not idle, whatever its record says.
+            let mut held = Vec::new();
+            for id in batch {
+                let Ok(uid) = UploadId::parse(id) else {
+                    continue;
+                };
+                if let Ok(guard) = self.sessions.slot(&uid).try_lock_owned() {
+                    held.push((uid, guard));
+                }
+            }
+            let ids: Vec<String> = held.iter().map(|(u, _)| u.to_string()).collect();
             let cutoff = cut.upload;
             let gone = self
                 .db
@@ -434,20 +476,20 @@ impl Registry {
                     continue;
                 }
             };
-            for id in gone {
-                let size = match UploadId::parse(&id) {
-                    Ok(uid) => {
-                        self.sessions.forget(&uid);
-                        match self.staging.delete(&uid).await {
-                            Ok(size) => size.unwrap_or(0),
-                            Err(e) => {
-                                report.errors.push(format!("removing upload {id}: {e}"));
-                                0
-                            }
-                        }
+            for (uid, guard) in held {
+                let id = uid.to_string();
+                if !gone.contains(&id) {
+                    continue;
+                }
+                let size = match self.staging.delete(&uid).await {
+                    Ok(size) => size.unwrap_or(0),
+                    Err(e) => {
+                        report.errors.push(format!("removing upload {id}: {e}"));
+                        0
                     }
-                    Err(_) => 0,
                 };
+                drop(guard);
+                self.sessions.forget(&uid);
                 report.bytes_freed += size;
                 report.uploads.push(UploadItem {
                     repo: names.upload_repo(&id),

@@ -21,8 +21,10 @@ use crate::db::gc::Snapshot;
 /// Cut-offs in Unix seconds: what was last touched before them may go.
 #[derive(Debug, Clone, Copy)]
 pub struct Cutoffs {
-    /// Links and orphan files.
-    pub grace: i64,
+    /// Links to blobs no manifest uses.
+    pub links: i64,
+    /// Files without a row.
+    pub files: i64,
     /// Untagged manifests; `None` keeps them all.
     pub untagged: Option<i64>,
     /// Upload sessions, by last activity.
@@ -78,7 +80,7 @@ pub fn plan(
     // Links: those kept by a manifest, by the grace, or going.
     let mut linked: HashSet<&str> = HashSet::new();
     for l in &s.links {
-        if used_in_repo.contains(&(l.repo_id, l.digest.as_str())) || l.seen_at >= cut.grace {
+        if used_in_repo.contains(&(l.repo_id, l.digest.as_str())) || l.seen_at >= cut.links {
             linked.insert(&l.digest);
         } else {
             plan.links.push((l.repo_id, l.digest.clone()));
@@ -108,9 +110,9 @@ pub fn plan(
     plan.uploads.sort();
 
     let rows: HashSet<&str> = s.blobs.iter().map(|(d, _)| d.as_str()).collect();
-    plan.orphan_blobs = orphans(blob_files, &rows, cut.grace);
+    plan.orphan_blobs = orphans(blob_files, &rows, cut.files);
     let sessions: HashSet<&str> = s.uploads.iter().map(|u| u.id.as_str()).collect();
-    plan.orphan_uploads = orphans(upload_files, &sessions, cut.grace);
+    plan.orphan_uploads = orphans(upload_files, &sessions, cut.files);
     plan
 }
 
@@ -212,7 +214,8 @@ mod tests {
     }
 
     const CUT: Cutoffs = Cutoffs {
-        grace: 100,
+        links: 100,
+        files: 100,
         untagged: Some(100),
         upload: 100,
     };

@@ -139,16 +139,17 @@ impl Report {
                     .map_or(0, |i| blob_files[i].size),
             })
             .collect();
+        let upload_sizes: std::collections::HashMap<&str, u64> = upload_files
+            .iter()
+            .map(|f| (f.name.as_str(), f.size))
+            .collect();
         self.uploads = plan
             .uploads
             .iter()
             .map(|id| UploadItem {
                 repo: names.upload_repo(id),
                 id: id.clone(),
-                size: upload_files
-                    .iter()
-                    .find(|f| &f.name == id)
-                    .map_or(0, |f| f.size),
+                size: upload_sizes.get(id.as_str()).copied().unwrap_or(0),
             })
             .collect();
         self.orphan_files = plan
