@@ -15,23 +15,34 @@ use tokio::sync::watch;
 
 use crate::core::Registry;
 use crate::core::gc::{Report, Trigger};
+use crate::core::retention::{PolicySpec, RetentionReport, Which};
 use crate::storage::DataDir;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Request {
-    Gc { dry_run: bool },
+    Gc {
+        dry_run: bool,
+    },
+    Retention {
+        /// One saved policy; `None`: all of them (or the draft).
+        policy: Option<String>,
+        draft: Option<Box<PolicySpec>>,
+        dry_run: bool,
+        force: bool,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Answer {
     Report(Box<Report>),
+    Retention(Box<RetentionReport>),
     Error(String),
 }
 
-/// A request line is tiny; anything longer is not ours.
-const MAX_REQUEST: u64 = 4096;
+/// A request line is small (a draft policy at most); anything longer is not ours.
+const MAX_REQUEST: u64 = 1 << 20;
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -89,6 +100,25 @@ async fn answer(stream: UnixStream, registry: Registry) -> std::io::Result<()> {
             match registry.collect_garbage(Trigger::Cli, dry_run).await {
                 Ok(r) => Answer::Report(Box::new(r)),
                 Err(e) => Answer::Error(format!("garbage collection failed: {e}")),
+            }
+        }
+        Ok(Request::Retention {
+            policy,
+            draft,
+            dry_run,
+            force,
+        }) => {
+            let which = match (policy, draft) {
+                (_, Some(d)) => Which::Draft(d),
+                (Some(name), None) => Which::Named(name),
+                (None, None) => Which::Saved,
+            };
+            match registry
+                .apply_retention(which, Trigger::Cli, dry_run, force)
+                .await
+            {
+                Ok(r) => Answer::Retention(Box::new(r)),
+                Err(e) => Answer::Error(e.to_string()),
             }
         }
         Err(e) => Answer::Error(format!("not a control request: {e}")),

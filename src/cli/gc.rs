@@ -37,6 +37,7 @@ pub fn gc(config: Config, args: GcArgs) -> anyhow::Result<()> {
     let report = match control::request(&data, &request)? {
         Some(Answer::Report(r)) => *r,
         Some(Answer::Error(e)) => bail!("{e}"),
+        Some(Answer::Retention(_)) => bail!("the server answered with a retention report"),
         None => {
             let _lock = crate::storage::secure::lock_data_dir(&data).map_err(|e| anyhow!(e))?;
             let rt = tokio::runtime::Builder::new_current_thread()

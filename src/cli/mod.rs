@@ -3,6 +3,7 @@
 
 mod accounts;
 mod gc;
+mod retention;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +57,10 @@ pub enum Command {
     /// Collect garbage now: untagged manifests, unreferenced blobs, idle upload sessions (safe
     /// while the server runs; the server also does it on its schedule, see [gc] in the config).
     Gc(gc::GcArgs),
+    /// Retention policies: which tags to keep (newest N per branch, highest versions, pulled
+    /// recently, …); preview them, run them (scheduled collections run them first).
+    #[command(subcommand)]
+    Retention(retention::RetentionCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -105,6 +110,7 @@ pub fn main() -> ExitCode {
         Command::Token(cmd) => done(accounts::token(&config, cmd)),
         Command::Anonymous(cmd) => done(accounts::anonymous(&config, cmd)),
         Command::Gc(args) => done(gc::gc(config, args)),
+        Command::Retention(cmd) => done(retention::retention(config, cmd)),
         Command::Tls(TlsCommand::Status) => {
             use crate::clock::Clock as _;
             match crate::tls::status::report(&config, SystemClock.now()) {

@@ -40,6 +40,11 @@ pub enum Error {
         "the registry is out of space: {free} free, below the floor of {floor}; pulls still work, and deleting images and collecting garbage frees space"
     )]
     OutOfSpace { free: String, floor: String },
+    /// A retention policy that does not hold together (the text says where).
+    #[error("invalid retention policy: {0}")]
+    PolicyInvalid(String),
+    #[error("no retention policy named {0:?}")]
+    PolicyUnknown(String),
     #[error("database: {0}")]
     Db(#[from] DbError),
     #[error("storage: {0}")]

@@ -10,6 +10,7 @@ pub mod gc;
 mod listing;
 mod manifests;
 mod pulls;
+pub mod retention;
 mod uploads;
 
 use std::collections::HashMap;

@@ -10,6 +10,7 @@ pub mod blobs;
 pub mod gc;
 pub mod manifests;
 pub mod repos;
+pub mod retention;
 pub mod settings;
 pub mod tags;
 pub mod tokens;
@@ -37,6 +38,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0006_owner_untagged",
         include_str!("../../migrations/0006_owner_untagged.sql"),
+    ),
+    (
+        "0007_retention",
+        include_str!("../../migrations/0007_retention.sql"),
     ),
 ];
 

@@ -20,7 +20,8 @@ fn untagged(c: &Connection, manifest_id: i64, now: i64) -> Result<()> {
     Ok(())
 }
 
-/// Point `tag` at `manifest_id`, moving it if it pointed elsewhere.
+/// Point `tag` at `manifest_id`, moving it if it pointed elsewhere. A push of the same tag
+/// again counts as a push (retention's push time is the tag's).
 pub fn set(c: &Connection, repo_id: i64, tag: &str, manifest_id: i64, now: i64) -> Result<()> {
     if let Some(old) = target(c, repo_id, tag)?.filter(|old| *old != manifest_id) {
         untagged(c, old, now)?;
@@ -28,8 +29,7 @@ pub fn set(c: &Connection, repo_id: i64, tag: &str, manifest_id: i64, now: i64) 
     c.prepare_cached(
         "INSERT INTO tags (repository_id, name, manifest_id, updated_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT(repository_id, name) DO UPDATE
-         SET manifest_id = excluded.manifest_id, updated_at = excluded.updated_at
-         WHERE manifest_id != excluded.manifest_id",
+         SET manifest_id = excluded.manifest_id, updated_at = excluded.updated_at",
     )?
     .execute(params![repo_id, tag, manifest_id, now])?;
     Ok(())

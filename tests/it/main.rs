@@ -25,6 +25,8 @@ mod limits;
 mod listeners;
 mod memory;
 mod proxy;
+mod retention;
 mod secrecy;
+mod soak;
 mod store_contract;
 mod tls;

@@ -81,7 +81,7 @@ pub type Hook = Arc<dyn Fn(Point) -> BoxFuture<'static, ()> + Send + Sync>;
 
 const STRIPES: usize = 64;
 /// Rows per write transaction: small, so pushes never wait long for the writer.
-const BATCH: usize = 256;
+const BATCH: usize = 64;
 /// Blobs per transaction and per hold of a stripe lock (an upload finishing a digest of that
 /// stripe waits for the batch's files to go).
 const BLOB_BATCH: usize = 32;

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use super::Trigger;
 use crate::core::Registry;
+use crate::core::retention::Which;
 
 const DAY: i64 = 86_400;
 
@@ -50,6 +51,18 @@ pub async fn run(
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return,
+        }
+        // Saved retention policies first: what they untag is collected once its grace ends.
+        match registry.has_policies().await {
+            Ok(true) => match registry
+                .apply_retention(Which::Saved, Trigger::Schedule, false, false)
+                .await
+            {
+                Ok(r) => tracing::info!(deleted = r.deleted, "retention: {}", r.summary()),
+                Err(e) => tracing::warn!(error = %e, "scheduled retention failed"),
+            },
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the retention policies"),
         }
         let run = registry.collect_garbage(Trigger::Schedule, false);
         tokio::pin!(run);
