@@ -3,7 +3,8 @@
 //! - the big blob pulled **cold** (its file evicted from the page cache first, with
 //!   `posix_fadvise(DONTNEED)`, the way a pull some time after the push finds it) and then
 //!   **warm**, beside the rate at which this process reads the same file cold (what `dd`
-//!   reports), so each line is a share of what the disk gives;
+//!   reports), so each line is a share of what the disk gives (for a peer whose blob file is
+//!   not where peers.rs looks, these lines are skipped);
 //! - a many-layer image pulled as docker does (several layers in flight), where per-request
 //!   latency decides;
 //! - the server's anonymous memory (heap, stacks: not mapped files) while many clients push
@@ -20,26 +21,33 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use reqwest::StatusCode;
 
 use crate::XorShift;
+use crate::peers;
 use crate::server::{Kind, Server};
 use crate::workloads::{self, Target};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// The file holding blob `digest` (`sha256:…`) in a server's data directory.
-pub fn blob_file(server: &Server, digest: &str) -> Result<PathBuf> {
+/// The file holding blob `digest` (`sha256:…`) of `repo` in a server's data directory;
+/// None for a peer that keeps it elsewhere.
+pub fn blob_file(server: &Server, repo: &str, digest: &str) -> Result<Option<PathBuf>> {
     let hex = digest
         .strip_prefix("sha256:")
         .context("not a sha256 digest")?;
-    let blobs = match server.kind {
-        Kind::Berth => server.data().join("blobs/sha256"),
-        Kind::Registry2 => server.data().join("docker/registry/v2/blobs/sha256"),
-    };
+    let data = server.data();
     let path = match server.kind {
-        Kind::Berth => blobs.join(&hex[..2]).join(hex),
-        Kind::Registry2 => blobs.join(&hex[..2]).join(hex).join("data"),
+        Kind::Berth => data.join("blobs/sha256").join(&hex[..2]).join(hex),
+        Kind::Registry2 => data
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data"),
+        Kind::Nora | Kind::Trow => {
+            let path = peers::blob_file(server.kind, data, repo, digest);
+            return Ok(path.is_file().then_some(path));
+        }
     };
     ensure!(path.is_file(), "no blob file at {}", path.display());
-    Ok(path)
+    Ok(Some(path))
 }
 
 /// Drop a file's pages from the page cache (written back first, so none stays dirty).
@@ -68,6 +76,7 @@ pub fn raw_cold_read(path: &Path) -> Result<f64> {
 
 /// The three figures of one round: the disk's cold read of the blob's file, then the blob
 /// pulled (with curl) cold and warm. MiB/s each, and the server's CPU per GiB of the cold pull.
+/// None when the blob's file is not found.
 pub struct ColdWarm {
     pub raw: f64,
     pub cold: f64,
@@ -80,8 +89,10 @@ pub async fn cold_and_warm(
     server: &Server,
     repo: &str,
     blob: &crate::blob::Blob,
-) -> Result<ColdWarm> {
-    let path = blob_file(server, &blob.digest)?;
+) -> Result<Option<ColdWarm>> {
+    let Some(path) = blob_file(server, repo, &blob.digest)? else {
+        return Ok(None);
+    };
     let raw = {
         let p = path.clone();
         tokio::task::spawn_blocking(move || raw_cold_read(&p)).await??
@@ -92,12 +103,12 @@ pub async fn cold_and_warm(
     let gib = blob.size as f64 / (1024.0 * MIB);
     let cold_cpu = (server.cpu_secs()? - cpu) / gib;
     let warm = workloads::pull_curl(t, repo, blob).await?;
-    Ok(ColdWarm {
+    Ok(Some(ColdWarm {
         raw,
         cold,
         warm,
         cold_cpu,
-    })
+    }))
 }
 
 /// Pull every layer of an image as docker does (`in_flight` at once), checking each length.

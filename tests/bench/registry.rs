@@ -1,34 +1,50 @@
-//! Throughput, latency and memory of berth against registry:2, on loopback, in one run.
+//! Throughput, latency and memory of berth against other registries, on loopback, in one run.
 //!
 //! `cargo bench --bench registry`. Knobs: `BENCH_SIZE_MIB` (size of the big blob, default
-//! 1024), `BENCH_ONLY=berth` (skip registry:2), `BENCH_ONLY=auth` (only the authentication
-//! section). registry:2 is Debian's `docker-registry` package; without it only berth is
-//! measured. Each server has a fresh temp data dir. Both run from the start, but only one is
-//! ever under load: the big pushes take turns, server after server, for ROUNDS rounds and
-//! each line reports its median round, so that a slow moment of the shared machine (its
-//! disk, or a VM's first touch of fresh memory) costs one round of each server rather than
-//! the whole line of one. The other workloads then run on one server after the other.
+//! 1024), `BENCH_ONLY=berth` (skip the other registries), `BENCH_ONLY=auth` (only the
+//! authentication section), and where to find the optional peers (peers.rs):
+//!
+//! - registry:2 is Debian's `docker-registry` package (/usr/bin/docker-registry);
+//! - NORA (`cargo install nora-registry`): `BENCH_NORA=/path/to/nora`, or `nora` on the PATH;
+//! - Trow (built from its source with `SQLX_OFFLINE=true cargo build --release`):
+//!   `BENCH_TROW=/path/to/trow`, or `trow` on the PATH.
+//!
+//! A peer that is not found is skipped, with a line saying so; an empty `BENCH_NORA` or
+//! `BENCH_TROW` skips that one. Each line of the table gives every registry's figure, then
+//! berth's ratio to each peer.
+//!
+//! Each server has a fresh temp data dir. All run from the start, but only one is ever
+//! under load: the big pushes take turns, server after server, for ROUNDS rounds and each
+//! line reports its median round, so that a slow moment of the shared machine (its disk, or
+//! a VM's first touch of fresh memory) costs one round of each server rather than the whole
+//! line of one. The other workloads then run on one server after the other.
 //!
 //! berth requires authentication: the table's workloads send the Basic credentials of a
 //! robot token made with `berth token create` (a SHA-256 lookup, no argon2), as CI would;
-//! registry:2 runs without authentication. After berth's table, the authentication section
-//! (auth.rs) compares anonymous pulls with each kind of credentials.
+//! the peers run without authentication. After the table, the authentication section
+//! (auth.rs) compares berth's anonymous pulls with each kind of credentials.
 //!
 //! Client and server share the machine: the numbers compare registries under the same
 //! client, they are not the registry's ceiling.
 
 mod auth;
 mod blob;
+mod peers;
 mod pulls;
 mod server;
+mod settings;
+mod table;
 mod workloads;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 
 use blob::{Blob, Source};
+use peers::Registry;
 use server::{Kind, ROBOT, Server};
+use settings::{Only, Settings};
+use table::Column;
 use workloads::{Manifests, Target};
 
 const MIB: u64 = 1024 * 1024;
@@ -82,54 +98,6 @@ pub fn median(values: &[f64]) -> f64 {
     sorted[sorted.len() / 2]
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Only {
-    All,
-    Berth,
-    Auth,
-}
-
-struct Settings {
-    size_mib: u64,
-    only: Only,
-}
-
-impl Settings {
-    fn from_env() -> Result<Settings> {
-        let size_mib = match std::env::var("BENCH_SIZE_MIB") {
-            Ok(v) => v
-                .parse()
-                .ok()
-                .filter(|&n| n > 0)
-                .with_context(|| format!("BENCH_SIZE_MIB={v:?} is not a positive number"))?,
-            Err(_) => 1024,
-        };
-        let only = match std::env::var("BENCH_ONLY").as_deref() {
-            Ok("berth") => Only::Berth,
-            Ok("auth") => Only::Auth,
-            Ok(other) => bail!("BENCH_ONLY={other:?}: accepted values are \"berth\" and \"auth\""),
-            Err(_) => Only::All,
-        };
-        Ok(Settings { size_mib, only })
-    }
-
-    fn size_label(&self) -> String {
-        if self.size_mib % 1024 == 0 {
-            format!("{} GiB", self.size_mib / 1024)
-        } else {
-            format!("{} MiB", self.size_mib)
-        }
-    }
-}
-
-/// One line of the table per measurement, in the same order for every server.
-type Lines = Vec<(String, f64)>;
-
-fn record(lines: &mut Lines, kind: Kind, label: String, value: f64) {
-    eprintln!("  {:<12} {label:<44} {value:>10.2}", kind.label());
-    lines.push((label, value));
-}
-
 /// A started server with the client of the table's workloads.
 struct Started {
     server: Server,
@@ -140,12 +108,13 @@ struct Started {
 }
 
 /// Start a server, create berth's robot token, and check that `GET /v2/` answers 200.
-async fn start(kind: Kind) -> Result<Started> {
-    let mut server = Server::start(kind)?;
+async fn start(reg: &Registry) -> Result<Started> {
+    let kind = reg.kind;
+    let mut server = Server::start(reg)?;
     let idle_mib = server.wait_ready().await?;
     let robot = match kind {
         Kind::Berth => Some(server.create_robot()?),
-        Kind::Registry2 => None,
+        Kind::Registry2 | Kind::Nora | Kind::Trow => None,
     };
     let authorization = robot.as_deref().map(|secret| auth::basic(ROBOT, secret));
     let target = Target::new(server.base.clone(), authorization.as_deref(), CONNECTIONS)?;
@@ -229,15 +198,15 @@ async fn push_round(
 /// server after the other (and, for berth, the authentication section). Servers stop when
 /// dropped.
 async fn bench(
-    kinds: &[Kind],
+    registries: &[Registry],
     settings: &Settings,
     source: &Source,
-) -> Result<(Vec<(Kind, Lines)>, Option<Vec<auth::Row>>)> {
-    let mut started = Vec::with_capacity(kinds.len());
-    for &kind in kinds {
-        started.push(start(kind).await?);
+) -> Result<(Vec<Column>, Option<Vec<auth::Row>>)> {
+    let mut started = Vec::with_capacity(registries.len());
+    for reg in registries {
+        started.push(start(reg).await?);
     }
-    let mut pushes: Vec<Pushes> = kinds.iter().map(|_| Pushes::default()).collect();
+    let mut pushes: Vec<Pushes> = registries.iter().map(|_| Pushes::default()).collect();
     let mut next = 0;
     for round in 1..=ROUNDS {
         for (s, p) in started.iter().zip(&mut pushes) {
@@ -252,37 +221,36 @@ async fn bench(
         let kind = s.server.kind;
         eprintln!("benchmarking {}", kind.label());
         let size = settings.size_label();
-        let mut lines = Vec::new();
+        let mut col = Column::new(kind);
         for (i, what) in PUSHES.iter().enumerate() {
-            let label = format!("{what} push {size} (MiB/s)");
-            record(&mut lines, kind, label, median(&p.rates[i]));
+            col.record(format!("{what} push {size} (MiB/s)"), median(&p.rates[i]));
         }
         for (i, what) in PUSHES.iter().enumerate() {
-            let label = format!("server CPU, {what} push (s/GiB)");
-            record(&mut lines, kind, label, median(&p.cpu[i]));
+            col.record(
+                format!("server CPU, {what} push (s/GiB)"),
+                median(&p.cpu[i]),
+            );
         }
         let blob = p.pulled.as_ref().context("no blob was pushed")?;
-        let manifests =
-            workloads_after_pushes(&s.target, &s.server, kind, settings, blob, &mut lines)
-                .await
-                .map_err(|e| with_log(e, &s.server))?;
-        record(&mut lines, kind, "idle RSS (MiB)".into(), s.idle_mib);
-        let peak = s.server.memory_mib("VmHWM")?;
-        record(&mut lines, kind, "peak RSS (MiB)".into(), peak);
+        let manifests = workloads_after_pushes(&s.target, &s.server, settings, blob, &mut col)
+            .await
+            .map_err(|e| with_log(e, &s.server))?;
+        col.record("idle RSS (MiB)".into(), s.idle_mib);
+        col.record("peak RSS (MiB)".into(), s.server.memory_mib("VmHWM")?);
         if let Some(secret) = &s.robot {
             let rows = auth::section(&s.server, secret, manifests)
                 .await
                 .map_err(|e| with_log(e, &s.server))?;
             auth_rows = Some(rows);
         }
-        results.push((kind, lines));
+        results.push(col);
     }
     Ok((results, auth_rows))
 }
 
 /// BENCH_ONLY=auth: berth with the table's manifests pushed (untimed), then the section.
 async fn auth_only() -> Result<Vec<auth::Row>> {
-    let s = start(Kind::Berth).await?;
+    let s = start(&Registry::berth()).await?;
     let secret = s.robot.as_deref().context("berth without a robot token")?;
     let run = async {
         eprintln!("  pushing {LATENCY_REQUESTS} manifests");
@@ -296,71 +264,66 @@ async fn auth_only() -> Result<Vec<auth::Row>> {
 async fn workloads_after_pushes(
     t: &Arc<Target>,
     server: &Server,
-    kind: Kind,
     settings: &Settings,
     blob: &Blob,
-    lines: &mut Lines,
+    col: &mut Column,
 ) -> Result<Arc<Manifests>> {
     let size = settings.size_label();
-    let label = kind.label();
-    let (mut rust, mut curl) = (Vec::new(), Vec::new());
-    let (mut raw, mut cold, mut warm, mut cold_cpu) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let label = server.kind.label();
+    let (mut rust, mut curl, mut cold_warm) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
         let v = workloads::pull(t, MONOLITHIC_REPO, blob).await?;
         let c = workloads::pull_curl(t, MONOLITHIC_REPO, blob).await?;
         let cw = pulls::cold_and_warm(t, server, MONOLITHIC_REPO, blob).await?;
+        let cw_text = match &cw {
+            Some(cw) => format!(
+                "disk {:>5.0}, cold {:>5.0} ({:.2} s/GiB CPU), warm {:>5.0} MiB/s",
+                cw.raw, cw.cold, cw.cold_cpu, cw.warm
+            ),
+            None => "no blob file found for the cold pull".into(),
+        };
         eprintln!(
-            "  {label:<12} round {round}/{ROUNDS}  pull {v:>6.0} MiB/s, curl {c:>6.0} MiB/s; \
-             disk {:>5.0}, cold {:>5.0} ({:.2} s/GiB CPU), warm {:>5.0} MiB/s",
-            cw.raw, cw.cold, cw.cold_cpu, cw.warm
+            "  {label:<12} round {round}/{ROUNDS}  pull {v:>6.0} MiB/s, curl {c:>6.0} MiB/s; {cw_text}"
         );
         rust.push(v);
         curl.push(c);
-        raw.push(cw.raw);
-        cold.push(cw.cold);
-        warm.push(cw.warm);
-        cold_cpu.push(cw.cold_cpu);
+        cold_warm.extend(cw);
     }
-    record(
-        lines,
-        kind,
-        format!("blob pull {size} (MiB/s)"),
-        median(&rust),
+    col.record(format!("blob pull {size} (MiB/s)"), median(&rust));
+    col.record(
+        format!("blob pull {size}, curl client (MiB/s)"),
+        median(&curl),
     );
-    let line = format!("blob pull {size}, curl client (MiB/s)");
-    record(lines, kind, line, median(&curl));
-    record(
-        lines,
-        kind,
-        "disk: cold read of its file (MiB/s)".into(),
-        median(&raw),
-    );
-    record(
-        lines,
-        kind,
+    let cold_warm_lines = [
+        "disk: cold read of its file (MiB/s)".to_string(),
         format!("blob pull {size} cold, curl (MiB/s)"),
-        median(&cold),
-    );
-    record(
-        lines,
-        kind,
         "server CPU, cold pull (s/GiB)".into(),
-        median(&cold_cpu),
-    );
-    record(
-        lines,
-        kind,
         format!("blob pull {size} warm, curl (MiB/s)"),
-        median(&warm),
-    );
+    ];
+    if cold_warm.len() == ROUNDS {
+        let figures: [fn(&pulls::ColdWarm) -> f64; 4] =
+            [|c| c.raw, |c| c.cold, |c| c.cold_cpu, |c| c.warm];
+        for (line, figure) in cold_warm_lines.into_iter().zip(figures) {
+            let values: Vec<f64> = cold_warm.iter().map(figure).collect();
+            col.record(line, median(&values));
+        }
+    } else {
+        let path = peers::blob_file(server.kind, server.data(), MONOLITHIC_REPO, &blob.digest);
+        col.note(format!(
+            "cold and warm pulls skipped: the blob's file is not at {} (another version?)",
+            path.display()
+        ));
+        for line in cold_warm_lines {
+            col.skip(line);
+        }
+    }
 
     let (put, manifests) = workloads::push_manifests(t, LATENCY_REQUESTS).await?;
     let get = workloads::manifest_get_latency(t, &manifests).await?;
-    record(lines, kind, "manifest PUT median (ms)".into(), put.median);
-    record(lines, kind, "manifest PUT p99 (ms)".into(), put.p99);
-    record(lines, kind, "manifest GET median (ms)".into(), get.median);
-    record(lines, kind, "manifest GET p99 (ms)".into(), get.p99);
+    col.record("manifest PUT median (ms)".into(), put.median);
+    col.record("manifest PUT p99 (ms)".into(), put.p99);
+    col.record("manifest GET median (ms)".into(), get.median);
+    col.record("manifest GET p99 (ms)".into(), get.p99);
     let manifests = Arc::new(manifests);
     let (mut rps, mut layered, mut layered_pulls) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
@@ -374,12 +337,19 @@ async fn workloads_after_pushes(
         layered.push(s);
         layered_pulls.push(p);
     }
-    let line = format!("manifest GET, {CONNECTIONS} conns (req/s)");
-    record(lines, kind, line, median(&rps));
-    let line = format!("push {LAYERS} x {} KiB layers (s)", LAYER_BYTES / 1024);
-    record(lines, kind, line, median(&layered));
-    let line = format!("pull {LAYERS} x {} KiB layers (s)", LAYER_BYTES / 1024);
-    record(lines, kind, line, median(&layered_pulls));
+    col.record(
+        format!("manifest GET, {CONNECTIONS} conns (req/s)"),
+        median(&rps),
+    );
+    let kib = LAYER_BYTES / 1024;
+    col.record(
+        format!("push {LAYERS} x {kib} KiB layers (s)"),
+        median(&layered),
+    );
+    col.record(
+        format!("pull {LAYERS} x {kib} KiB layers (s)"),
+        median(&layered_pulls),
+    );
     let (peak, after) = pulls::many_clients(
         server,
         t.authorization(),
@@ -391,48 +361,15 @@ async fn workloads_after_pushes(
     eprintln!(
         "  {label:<12} {MANY_CLIENTS} clients: anonymous memory peak {peak:.0} MiB, after {after:.0} MiB"
     );
-    let line = format!("anon memory, {MANY_CLIENTS} clients: peak (MiB)");
-    record(lines, kind, line, peak);
-    let line = format!("anon memory, {MANY_CLIENTS} clients: after (MiB)");
-    record(lines, kind, line, after);
+    col.record(
+        format!("anon memory, {MANY_CLIENTS} clients: peak (MiB)"),
+        peak,
+    );
+    col.record(
+        format!("anon memory, {MANY_CLIENTS} clients: after (MiB)"),
+        after,
+    );
     Ok(manifests)
-}
-
-fn number(v: f64) -> String {
-    match v.abs() {
-        a if a >= 100.0 => format!("{v:.0}"),
-        a if a >= 10.0 => format!("{v:.1}"),
-        _ => format!("{v:.2}"),
-    }
-}
-
-fn print_table(results: &[(Kind, Lines)]) {
-    let Some((_, first)) = results.first() else {
-        return;
-    };
-    let width = first.iter().map(|(l, _)| l.len()).max().unwrap_or(0) + 2;
-    let mut head = format!("{:<width$}", "workload");
-    for (kind, _) in results {
-        head += &format!("{:>12}", kind.label());
-    }
-    if results.len() == 2 {
-        head += &format!("{:>9}", "ratio");
-    }
-    println!("\n{head}");
-    for (i, (label, _)) in first.iter().enumerate() {
-        let values: Vec<f64> = results.iter().map(|(_, lines)| lines[i].1).collect();
-        let mut line = format!("{label:<width$}");
-        for v in &values {
-            line += &format!("{:>12}", number(*v));
-        }
-        if let [berth, other] = values[..] {
-            line += &format!("{:>9.2}", berth / other);
-        }
-        println!("{line}");
-    }
-    if results.len() == 2 {
-        println!("(ratio = berth / registry:2; for ms, s and MiB of RSS, lower is better)");
-    }
 }
 
 fn main() -> Result<()> {
@@ -446,23 +383,18 @@ fn main() -> Result<()> {
         auth::print(&rt.block_on(auth_only())?);
         return Ok(());
     }
-    let mut kinds = vec![Kind::Berth];
+    let mut registries = vec![Registry::berth()];
     if settings.only == Only::Berth {
-        println!("BENCH_ONLY=berth: registry:2 skipped");
-    } else if server::registry2_installed() {
-        kinds.push(Kind::Registry2);
+        println!("BENCH_ONLY=berth: registry:2, NORA and Trow skipped");
     } else {
-        println!(
-            "registry:2 is not installed ({} missing): measuring berth only",
-            server::REGISTRY2_BIN
-        );
+        registries.extend(peers::find()?);
     }
 
     eprintln!("generating a {} random blob", settings.size_label());
     let source = Source::generate(settings.size_mib * MIB);
     eprintln!("big pushes, {ROUNDS} rounds, the servers taking turns");
-    let (results, auth_rows) = rt.block_on(bench(&kinds, &settings, &source))?;
-    print_table(&results);
+    let (results, auth_rows) = rt.block_on(bench(&registries, &settings, &source))?;
+    table::print(&results);
     if let Some(rows) = auth_rows {
         auth::print(&rows);
     }

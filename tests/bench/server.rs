@@ -1,7 +1,8 @@
 //! The registries under test: each one a child process on a free loopback port with its own
 //! temp data dir, killed (and its dir removed) when the guard drops, also on panic.
 //! berth starts with an admin password and is administered through its own CLI on the same
-//! data dir, as an operator would; registry:2 runs without authentication.
+//! data dir, as an operator would; registry:2, NORA and Trow run without authentication
+//! (peers.rs finds and configures the last two).
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use reqwest::Url;
 use tempfile::TempDir;
+
+use crate::peers::{self, Registry};
 
 /// Debian's package of registry:2 (github.com/distribution/distribution 2.8).
 pub const REGISTRY2_BIN: &str = "/usr/bin/docker-registry";
@@ -24,6 +27,8 @@ pub const ROBOT: &str = "bench-robot";
 pub enum Kind {
     Berth,
     Registry2,
+    Nora,
+    Trow,
 }
 
 impl Kind {
@@ -31,6 +36,8 @@ impl Kind {
         match self {
             Kind::Berth => "berth",
             Kind::Registry2 => "registry:2",
+            Kind::Nora => "NORA",
+            Kind::Trow => "Trow",
         }
     }
 }
@@ -53,9 +60,13 @@ fn free_port() -> Result<u16> {
 }
 
 impl Server {
-    pub fn start(kind: Kind) -> Result<Server> {
+    pub fn start(reg: &Registry) -> Result<Server> {
+        let kind = reg.kind;
         let dir = tempfile::Builder::new()
-            .prefix(&format!("bench-{}-", kind.label().replace(':', "")))
+            .prefix(&format!(
+                "bench-{}-",
+                kind.label().replace(':', "").to_lowercase()
+            ))
             .tempdir()?;
         let data = dir.path().join("data");
         std::fs::create_dir(&data)?;
@@ -72,10 +83,11 @@ impl Server {
             Kind::Registry2 => {
                 let config = dir.path().join("config.yml");
                 std::fs::write(&config, registry2_config(&data, addr))?;
-                let mut cmd = Command::new(REGISTRY2_BIN);
+                let mut cmd = Command::new(&reg.bin);
                 cmd.arg("serve").arg(config);
                 cmd
             }
+            Kind::Nora | Kind::Trow => peers::command(reg, dir.path(), &data, addr)?,
         };
         let child = cmd
             .stdin(Stdio::null())
@@ -250,8 +262,4 @@ fn registry2_config(data: &Path, addr: SocketAddr) -> String {
          http: {{addr: {addr}}}\n",
         data.display()
     )
-}
-
-pub fn registry2_installed() -> bool {
-    Path::new(REGISTRY2_BIN).is_file()
 }

@@ -410,8 +410,8 @@ pub async fn manifest_get_rps(
 }
 
 /// A `layers`-layer image of `layer_size` random bytes each, pushed as docker does (5 layers
-/// in flight), then its config and manifest. Each `round` pushes other bytes to another
-/// repository. Seconds, the repository and its layers (digest, size).
+/// in flight), then its config and manifest. Each `round` pushes other bytes (config
+/// included) to another repository. Seconds, the repository and its layers (digest, size).
 pub async fn layered_image(
     t: &Target,
     layers: usize,
@@ -421,7 +421,11 @@ pub async fn layered_image(
     let repo = &format!("bench/layered-{round}");
     let mut rng = XorShift(0x5eed_0002 + round as u64);
     let blobs: Vec<_> = (0..layers).map(|_| rng.bytes(layer_size)).collect();
-    let config = format!(r#"{{"architecture":"amd64","os":"linux","layers":{layers}}}"#);
+    // The config differs by round too: Trow answers HEAD of a blob that another repository
+    // holds with 200, where push_small expects the 404 of a blob new to this repository.
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","layers":{layers},"config":{{"Labels":{{"org.example.bench.round":"{round}"}}}}}}"#
+    );
     let start = Instant::now();
     let pushed: Vec<(String, usize)> = stream::iter(blobs)
         .map(|data| async move {
