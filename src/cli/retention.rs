@@ -173,7 +173,11 @@ fn print(r: &RetentionReport, json: bool, all: bool) -> anyhow::Result<()> {
     for d in &r.decisions {
         if all || d.delete {
             let what = if d.delete { "delete" } else { "keep" };
-            println!("{what:<6} {}:{}  {}", d.repo, d.tag, d.reason);
+            let pulled = match &d.pulled_by {
+                Some(who) => format!("  [last pulled by {who}]"),
+                None => String::new(),
+            };
+            println!("{what:<6} {}:{}  {}{pulled}", d.repo, d.tag, d.reason);
         }
     }
     println!("{}", r.summary());

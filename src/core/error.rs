@@ -55,7 +55,10 @@ impl Error {
     /// The disk filled up under a write (of a file or of the database).
     pub fn is_storage_full(&self) -> bool {
         match self {
-            Error::Io(e) => e.kind() == std::io::ErrorKind::StorageFull,
+            Error::Io(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ),
             Error::Db(d) => d.is_full(),
             _ => false,
         }

@@ -124,17 +124,19 @@ impl Registry {
         Ok(Pushed { digest, subject })
     }
 
-    /// Fetch a manifest by tag or digest; `with_content` false for HEAD. A GET counts as a pull.
+    /// Fetch a manifest by tag or digest; `with_content` false for HEAD. A GET counts as a pull
+    /// by `puller` (a user's or token's name, or `anonymous`).
     pub async fn get_manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,
         with_content: bool,
+        puller: &str,
     ) -> Result<ManifestRead> {
         let (stored, _) = self
             .read_manifest(repo, reference, with_content, false)
             .await?;
-        self.served(stored, with_content)
+        self.served(stored, with_content, puller)
     }
 
     /// `get_manifest` for a caller whose access was decided at auth epoch `epoch` without
@@ -147,12 +149,15 @@ impl Registry {
         reference: &Reference,
         with_content: bool,
         epoch: i64,
+        puller: &str,
     ) -> Option<Result<ManifestRead>> {
         match self
             .read_manifest(repo, reference, with_content, true)
             .await
         {
-            Ok((stored, now)) if now == Some(epoch) => Some(self.served(stored, with_content)),
+            Ok((stored, now)) if now == Some(epoch) => {
+                Some(self.served(stored, with_content, puller))
+            }
             // Not even an error is answered before access is confirmed: the usual path
             // decides first, then reads (and fails) again.
             Ok(_) | Err(_) => None,
@@ -188,10 +193,11 @@ impl Registry {
         &self,
         stored: Option<manifests::Stored>,
         with_content: bool,
+        puller: &str,
     ) -> Result<ManifestRead> {
         let stored = stored.ok_or(Error::ManifestUnknown)?;
         if with_content {
-            self.pulls.record(stored.id, self.now());
+            self.pulls.record(stored.id, self.now(), puller);
         }
         let digest = Digest::parse(&stored.digest)
             .map_err(|e| std::io::Error::other(format!("stored digest is corrupt: {e}")))?;

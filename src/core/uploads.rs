@@ -82,10 +82,11 @@ impl Registry {
         self.staging.create(&id).await?;
         let (r, i, now) = (repo.to_string(), id.to_string(), self.now());
         let (key, name, cap) = (who.key.clone(), who.name.clone(), self.uploads.max_sessions);
+        let since = now - self.gc.settings().upload_expiry;
         let inserted = self
             .db
             .write(move |tx| {
-                let open = uploads::count_owned(tx, &key)?;
+                let open = uploads::count_owned(tx, &key, since)?;
                 if open >= cap {
                     return Err(Error::TooManyUploads { who: name, open });
                 }
@@ -343,14 +344,35 @@ impl Registry {
         let committing = self.gc.lock_digest(digest).await;
         self.store.commit(self.staging.staged(id), digest).await?;
         let (d, i, now) = (digest.to_string(), id.to_string(), self.now());
-        self.db
+        let recorded = self
+            .db
             .write(move |tx| {
                 blobs::insert(tx, &d, size, now)?;
                 blobs::link(tx, repo_id, &d, now)?;
                 uploads::delete(tx, &i)?;
                 Ok::<_, Error>(())
             })
-            .await?;
+            .await;
+        if let Err(e) = recorded {
+            // The bytes are in the store but not recorded (a full disk, most likely): unless
+            // another upload recorded the same blob, remove them now rather than after the
+            // grace, when the space is needed most. The session's file went into the store,
+            // so the session is over either way.
+            let d = digest.to_string();
+            let known = self
+                .db
+                .read(move |c| blobs::size(c, &d).map_err(Error::from))
+                .await;
+            if let Ok(None) = known
+                && let Err(rm) = self.store.delete(digest).await
+            {
+                tracing::warn!(%digest, error = %rm, "cannot remove an unrecorded blob; garbage collection will");
+            }
+            drop(committing);
+            self.discard(id).await;
+            *guard = None;
+            return Err(e);
+        }
         drop(committing);
         drop(guard);
         self.sessions.forget(id);

@@ -177,14 +177,14 @@ pub fn referrers(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Store the newest pull time of each manifest id.
-pub fn record_pulls(c: &Connection, pulls: &[(i64, i64)]) -> Result<()> {
+/// Store the newest pull of each manifest id: (id, time, who).
+pub fn record_pulls(c: &Connection, pulls: &[(i64, i64, String)]) -> Result<()> {
     let mut st = c.prepare_cached(
-        "UPDATE manifests SET last_pulled_at = ?2
-         WHERE id = ?1 AND (last_pulled_at IS NULL OR last_pulled_at < ?2)",
+        "UPDATE manifests SET last_pulled_at = ?2, last_pulled_by = ?3
+         WHERE id = ?1 AND (last_pulled_at IS NULL OR last_pulled_at <= ?2)",
     )?;
-    for (id, at) in pulls {
-        st.execute(params![id, at])?;
+    for (id, at, who) in pulls {
+        st.execute(params![id, at, who])?;
     }
     Ok(())
 }

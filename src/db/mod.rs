@@ -43,6 +43,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_retention",
         include_str!("../../migrations/0007_retention.sql"),
     ),
+    (
+        "0008_pulled_by",
+        include_str!("../../migrations/0008_pulled_by.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +161,21 @@ impl Db {
         tokio::task::spawn_blocking(move || db.write_blocking(f))
             .await
             .map_err(|e| E::from(DbError::Join(e.to_string())))?
+    }
+
+    /// `write` for background work that goes on for a while (garbage collection): after the
+    /// transaction, a pause as long as it took, so the work holds the one writer at most half
+    /// the time and requests waiting for it get their turn between batches.
+    pub async fn write_paced<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: FnOnce(&Transaction) -> std::result::Result<T, E> + Send + 'static,
+    {
+        let started = std::time::Instant::now();
+        let out = self.write(f).await;
+        tokio::time::sleep(started.elapsed()).await;
+        out
     }
 
     /// `write` for bookkeeping the caller does not wait for (last use, last login): run in a

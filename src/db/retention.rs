@@ -47,12 +47,14 @@ pub struct TagRow {
     /// When the tag was last pushed (or moved).
     pub pushed_at: i64,
     pub pulled_at: Option<i64>,
+    pub pulled_by: Option<String>,
 }
 
 /// Every tag of every repository, by repository.
 pub fn tags(c: &Connection) -> Result<Vec<TagRow>> {
     let mut st = c.prepare(
-        "SELECT r.id, r.name, t.name, m.id, m.digest, t.updated_at, m.last_pulled_at
+        "SELECT r.id, r.name, t.name, m.id, m.digest, t.updated_at, m.last_pulled_at,
+                m.last_pulled_by
          FROM tags t JOIN repositories r ON r.id = t.repository_id
          JOIN manifests m ON m.id = t.manifest_id
          ORDER BY r.name, t.name",
@@ -67,25 +69,29 @@ pub fn tags(c: &Connection) -> Result<Vec<TagRow>> {
                 digest: r.get(4)?,
                 pushed_at: r.get(5)?,
                 pulled_at: r.get(6)?,
+                pulled_by: r.get(7)?,
             })
         })?
         .collect::<rusqlite::Result<_>>()?)
 }
 
-/// Delete a tag if it still points at the manifest the decision was about (a tag moved since
-/// is a new push, not what was previewed). Records the untagging. Returns whether it went.
+/// Delete a tag if it is still what the decision was about: the same manifest, not pushed
+/// since (a tag pushed again meanwhile is a new push). Records the untagging. Returns whether
+/// it went.
 pub fn delete_tag(
     c: &Connection,
     repo_id: i64,
     tag: &str,
     manifest_id: i64,
+    pushed_at: i64,
     now: i64,
 ) -> Result<bool> {
     let n = c
         .prepare_cached(
-            "DELETE FROM tags WHERE repository_id = ?1 AND name = ?2 AND manifest_id = ?3",
+            "DELETE FROM tags WHERE repository_id = ?1 AND name = ?2 AND manifest_id = ?3
+               AND updated_at = ?4",
         )?
-        .execute(params![repo_id, tag, manifest_id])?;
+        .execute(params![repo_id, tag, manifest_id, pushed_at])?;
     if n > 0 {
         c.prepare_cached("UPDATE manifests SET untagged_at = ?2 WHERE id = ?1")?
             .execute(params![manifest_id, now])?;
@@ -122,4 +128,39 @@ pub fn insert_run(
         [id - KEPT_RUNS],
     )?;
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{manifests, repos, tags};
+
+    #[test]
+    fn a_tag_pushed_again_since_the_decision_stays() {
+        let c = crate::db::tests_support::memory();
+        let r = repos::ensure(&c, "r", 0).unwrap();
+        let m = manifests::insert(
+            &c,
+            &manifests::NewManifest {
+                repo_id: r,
+                digest: "sha256:m",
+                media_type: "m/t",
+                artifact_type: None,
+                subject: None,
+                annotations: None,
+                content: b"{}",
+                blobs: &[],
+                children: &[],
+                now: 1,
+            },
+        )
+        .unwrap();
+        tags::set(&c, r, "nightly", m, 1).unwrap();
+        let decided = tags(&c).unwrap().remove(0);
+        assert_eq!(decided.pushed_at, 1);
+        // CI pushes it again (same manifest) before the run reaches it.
+        tags::set(&c, r, "nightly", m, 5).unwrap();
+        assert!(!delete_tag(&c, r, "nightly", m, decided.pushed_at, 6).unwrap());
+        assert!(delete_tag(&c, r, "nightly", m, 5, 6).unwrap());
+    }
 }

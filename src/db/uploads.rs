@@ -12,11 +12,12 @@ pub fn insert(c: &Connection, id: &str, repo_id: i64, owner: &str, now: i64) -> 
     Ok(())
 }
 
-/// Sessions `owner` has open.
-pub fn count_owned(c: &Connection, owner: &str) -> Result<u64> {
+/// Sessions `owner` has open and used since `since` (idle ones are on their way out and do
+/// not count, also when no collection runs to remove them).
+pub fn count_owned(c: &Connection, owner: &str, since: i64) -> Result<u64> {
     Ok(
-        c.prepare_cached("SELECT count(*) FROM uploads WHERE owner = ?1")?
-            .query_row([owner], |r| r.get::<_, i64>(0))? as u64,
+        c.prepare_cached("SELECT count(*) FROM uploads WHERE owner = ?1 AND active_at >= ?2")?
+            .query_row(params![owner, since], |r| r.get::<_, i64>(0))? as u64,
     )
 }
 

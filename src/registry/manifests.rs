@@ -13,9 +13,15 @@ use crate::oci::manifest::MAX_MANIFEST_BYTES;
 use crate::oci::{Reference, RepoName};
 
 /// GET|HEAD /v2/<name>/manifests/<reference>: the exact stored bytes and media type.
-pub async fn get(reg: &Registry, repo: &RepoName, reference: &Reference, head: bool) -> ApiResult {
+pub async fn get(
+    reg: &Registry,
+    repo: &RepoName,
+    reference: &Reference,
+    head: bool,
+    puller: &str,
+) -> ApiResult {
     Ok(respond(
-        reg.get_manifest(repo, reference, !head).await?,
+        reg.get_manifest(repo, reference, !head, puller).await?,
         head,
     ))
 }
@@ -28,9 +34,10 @@ pub async fn get_at_epoch(
     reference: &Reference,
     head: bool,
     epoch: i64,
+    puller: &str,
 ) -> Option<ApiResult> {
     let read = reg
-        .get_manifest_at_epoch(repo, reference, !head, epoch)
+        .get_manifest_at_epoch(repo, reference, !head, epoch, puller)
         .await?;
     Some(read.map(|m| respond(m, head)).map_err(Into::into))
 }

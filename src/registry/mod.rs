@@ -92,7 +92,9 @@ async fn deferred_read(
     let d = app.auth.deferred(creds, &origin.client)?;
     auth::check(&origin.base, creds, &d.subject, need).ok()?;
     let head = *method == Method::HEAD;
-    let result = manifests::get_at_epoch(&app.registry, repo, reference, head, d.epoch).await?;
+    let puller = d.subject.name.as_deref().unwrap_or("anonymous");
+    let result =
+        manifests::get_at_epoch(&app.registry, repo, reference, head, d.epoch, puller).await?;
     app.auth.confirmed(&d, creds, &origin.client);
     Some(result.unwrap_or_else(|e| e.into_response()))
 }
@@ -110,7 +112,8 @@ async fn handle(app: &AppState, caller: &Caller, route: Route, req: Request) -> 
             listing::referrers(reg, &repo, &d, &query).await
         }
         (Route::Manifest(repo, r), Method::GET | Method::HEAD) => {
-            manifests::get(reg, &repo, &r, head).await
+            let puller = caller.subject.name.as_deref().unwrap_or("anonymous");
+            manifests::get(reg, &repo, &r, head, puller).await
         }
         (Route::Manifest(repo, r), Method::PUT) => {
             manifests::put(reg, &caller.origin, &repo, &r, req).await

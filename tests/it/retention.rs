@@ -153,7 +153,28 @@ async fn a_draft_previews_without_saving_and_min_keep_holds() {
     let draft = spec(
         "name = \"draft\"\nrepositories = [\"**\"]\nmin_keep = 2\nmax_delete_share = 1.0\n[keep]\ntag = \"nothing\"",
     );
+    // A pull by the test's robot token is recorded with its name; berth's own reads are not.
+    app.get("/v2/r/manifests/v3").await.assert(200);
     let preview = apply(&app, Which::Draft(Box::new(draft.clone())), true, false).await;
+    let v = |tag: &str| {
+        preview
+            .decisions
+            .iter()
+            .find(|d| d.tag == tag)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(v("v3").pulled_by.as_deref(), Some("test-robot"));
+    assert_eq!(v("v3").pulled_at, Some(app.state.registry.now()));
+    assert_eq!(v("v0").pulled_at, None);
+    let again = apply(&app, Which::Draft(Box::new(draft.clone())), true, false).await;
+    assert!(
+        again
+            .decisions
+            .iter()
+            .filter(|d| d.tag != "v3")
+            .all(|d| d.pulled_at.is_none())
+    );
     let kept: Vec<&str> = preview
         .decisions
         .iter()
@@ -169,12 +190,25 @@ async fn a_draft_previews_without_saving_and_min_keep_holds() {
             .is_empty()
     );
     // Running the saved policy does what its preview said.
-    retention::save(app.state.registry.db(), 0, draft)
+    retention::save(app.state.registry.db(), 0, draft.clone())
         .await
         .unwrap();
     let run = apply(&app, Which::Named("draft".into()), false, false).await;
     assert_eq!(run.deleted, 2);
     assert_eq!(tags(&app, "r").await, ["v2", "v3"]);
+    // A draft is only ever previewed.
+    let err = app
+        .state
+        .registry
+        .apply_retention(
+            Which::Draft(Box::new(draft.clone())),
+            Trigger::Cli,
+            false,
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("a draft can only be previewed"));
     // A name no policy has is an error, not an empty run.
     let err = app
         .state
@@ -270,4 +304,31 @@ fn retention_commands_on_the_real_binary() {
     assert!(expect_failure(&c, &o).contains("no retention policy named \"nope\""));
     assert!(run(&mut berth(&["retention", "remove", "ci"])).contains("removed"));
     drop(server);
+}
+
+#[tokio::test]
+async fn bytes_to_free_count_only_what_collection_will_remove() {
+    let app = TestApp::new();
+    let (_, child) = app.push_image("m", "amd64-1.0", OCI_MANIFEST, 7).await;
+    let index = serde_json::to_vec(
+        &json!({"schemaVersion":2,"mediaType":crate::common::OCI_INDEX,
+        "manifests":[{"mediaType":OCI_MANIFEST,"digest":child,"size":1}]}),
+    )
+    .unwrap();
+    app.put_manifest("m", "1.0", crate::common::OCI_INDEX, &index)
+        .await
+        .assert(201);
+    let (_, lone) = app.push_image("m", "old", OCI_MANIFEST, 8).await;
+    let draft = spec(
+        "name = \"d\"\nrepositories = [\"m\"]\nmin_keep = 0\nmax_delete_share = 1.0\n[keep]\ntag = \"1\\\\.0\"",
+    );
+    let preview = apply(&app, Which::Draft(Box::new(draft)), true, false).await;
+    assert_eq!(preview.deleted, 2, "{:?}", preview.decisions);
+    // The platform image stays under the kept index: only `old`'s config and layer go.
+    let m = app.get(&format!("/v2/m/manifests/{lone}")).await.json();
+    let sizes: u64 = [&m["config"]["size"], &m["layers"][0]["size"]]
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(preview.bytes_to_free, sizes);
 }

@@ -274,7 +274,7 @@ impl Registry {
                         .collect();
                     let gone = self
                         .db
-                        .write(move |tx| {
+                        .write_paced(move |tx| {
                             let mut gone = Vec::new();
                             for id in ids {
                                 if q::delete_manifest(tx, id, untagged)? {
@@ -303,7 +303,7 @@ impl Registry {
             let grace = cut.links;
             let gone = self
                 .db
-                .write(move |tx| {
+                .write_paced(move |tx| {
                     let mut gone = Vec::new();
                     for (repo, digest) in links {
                         if q::delete_link(tx, repo, &digest, grace)? {
@@ -356,7 +356,7 @@ impl Registry {
                 let names: Vec<String> = batch.iter().map(ToString::to_string).collect();
                 let gone = self
                     .db
-                    .write(move |tx| {
+                    .write_paced(move |tx| {
                         let mut gone = Vec::new();
                         for d in names {
                             if let Some(size) = q::delete_blob(tx, &d)? {
@@ -459,7 +459,7 @@ impl Registry {
             let cutoff = cut.upload;
             let gone = self
                 .db
-                .write(move |tx| {
+                .write_paced(move |tx| {
                     let mut gone = Vec::new();
                     for id in ids {
                         if q::delete_idle_upload(tx, &id, cutoff)? {

@@ -16,6 +16,7 @@ pub struct TagInfo {
     pub pushed_at: i64,
     /// `None`: never pulled (counts as pulled when pushed).
     pub pulled_at: Option<i64>,
+    pub pulled_by: Option<String>,
 }
 
 impl TagInfo {
@@ -30,6 +31,11 @@ pub struct Decision {
     pub tag: String,
     pub digest: String,
     pub delete: bool,
+    pub pushed_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulled_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulled_by: Option<String>,
     /// Why: the rule that kept it, `protected by …`, `min_keep …`, `no keep rule holds`, or
     /// why the repository's deletions were stopped.
     pub reason: String,
@@ -43,7 +49,8 @@ pub fn decide(
     now: i64,
     force: bool,
 ) -> Vec<Decision> {
-    let reasons = keep_reasons(&policy.keep, tags, now);
+    let mut reasons = keep_reasons(&policy.keep, tags, now);
+    keep_signatures(tags, &mut reasons);
     let mut out: Vec<Decision> = tags
         .iter()
         .zip(reasons)
@@ -62,6 +69,9 @@ pub fn decide(
                 tag: t.name.clone(),
                 digest: t.digest.clone(),
                 delete,
+                pushed_at: t.pushed_at,
+                pulled_at: t.pulled_at,
+                pulled_by: t.pulled_by.clone(),
                 reason,
             }
         })
@@ -91,6 +101,33 @@ pub fn decide(
         }
     }
     out
+}
+
+/// Signatures, attestations and SBOMs that cosign stores as tags (`sha256-<hex>.sig`, `.att`,
+/// `.sbom`) stay while a kept tag points at the image they are about: no rule has to name
+/// them, and deleting an image's old tags never strips a kept image of its signature.
+fn keep_signatures(tags: &[TagInfo], reasons: &mut [Option<String>]) {
+    let kept: std::collections::HashSet<&str> = tags
+        .iter()
+        .zip(reasons.iter())
+        .filter(|(_, r)| r.is_some())
+        .map(|(t, _)| t.digest.as_str())
+        .collect();
+    for (t, r) in tags.iter().zip(reasons.iter_mut()) {
+        if r.is_some() {
+            continue;
+        }
+        let subject = t.name.strip_prefix("sha256-").and_then(|rest| {
+            let (hex, kind) = rest.split_once('.')?;
+            (hex.len() == 64
+                && hex.bytes().all(|b| b.is_ascii_hexdigit())
+                && ["sig", "att", "sbom"].contains(&kind))
+            .then(|| format!("sha256:{hex}"))
+        });
+        if subject.is_some_and(|s| kept.contains(s.as_str())) {
+            *r = Some("cosign signature, attestation or SBOM of a kept image".into());
+        }
+    }
 }
 
 /// For each tag, the description of the rule that keeps it, if one does. Under a top-level
@@ -214,6 +251,7 @@ mod tests {
             digest: format!("sha256:{name}"),
             pushed_at,
             pulled_at,
+            pulled_by: None,
         }
     }
 
@@ -346,6 +384,26 @@ mod tests {
     }
 
     #[test]
+    fn cosign_tags_stay_with_the_images_they_sign() {
+        let hex = "a".repeat(64);
+        let mut kept_image = tag("v2", 2, None);
+        kept_image.digest = format!("sha256:{hex}");
+        let mut gone_image = tag("v1", 1, None);
+        gone_image.digest = format!("sha256:{}", "b".repeat(64));
+        let tags = vec![
+            gone_image,
+            kept_image,
+            tag(&format!("sha256-{hex}.sig"), 0, None),
+            tag(&format!("sha256-{}.sig", "b".repeat(64)), 0, None),
+        ];
+        let p = policy("min_keep = 0\n[keep]\nnewest = 1\nper = \"^v.*\"");
+        assert_eq!(
+            kept(&p, &tags, 10),
+            [format!("sha256-{hex}.sig"), "v2".into()]
+        );
+    }
+
+    #[test]
     fn policies_explain_their_mistakes() {
         let bad = |toml: &str| {
             PolicySpec::from_toml(&format!("name = \"p\"\nrepositories = [\"**\"]\n{toml}"))
@@ -359,5 +417,8 @@ mod tests {
         assert!(bad("[keep]\nhighest = 1\nper = \"patch\"").contains("use major or minor"));
         assert!(bad("max_delete_share = 2.0\n[keep]\nnewest = 1").contains("max_delete_share"));
         assert!(bad("[keep]\nnewest = 1\ncolour = \"red\"").contains("colour"));
+        assert!(bad("[keep]\npushed_within = \"9999999999d\"").contains("hundred years"));
+        let many = format!("[keep]\nany = [{}]", vec!["{ newest = 1 }"; 300].join(", "));
+        assert!(bad(&many).contains("at most 256 rules"));
     }
 }

@@ -142,71 +142,35 @@ impl Registry {
         force: bool,
     ) -> Result<RetentionReport> {
         let now = self.now();
-        let policies: Vec<Policy> = match &which {
-            Which::Draft(spec) => vec![spec.compile().map_err(Error::PolicyInvalid)?],
-            Which::Saved | Which::Named(_) => list(&self.db)
-                .await?
-                .iter()
-                .map(|s| s.compile().map_err(Error::PolicyInvalid))
-                .collect::<Result<_>>()?,
-        };
-        if let Which::Named(name) = &which
-            && !policies.iter().any(|p| &p.spec.name == name)
-        {
-            return Err(Error::PolicyUnknown(name.clone()));
+        if matches!(which, Which::Draft(_)) && !dry_run {
+            return Err(Error::PolicyInvalid(
+                "a draft can only be previewed: save it to run it".into(),
+            ));
         }
+        let saved = match &which {
+            Which::Draft(_) => Vec::new(),
+            Which::Saved | Which::Named(_) => list(&self.db).await?,
+        };
         self.flush_pulls().await?;
         let (tags, snapshot) = self
             .db
             .read(|c| Ok::<_, Error>((q::tags(c)?, crate::db::gc::snapshot(c)?)))
             .await?;
-
-        // Tags by repository, each repository with the policy that governs it.
-        let mut by_repo: Vec<(&str, i64, Vec<&q::TagRow>)> = Vec::new();
-        for t in &tags {
-            match by_repo.last_mut() {
-                Some((name, _, list)) if *name == t.repo => list.push(t),
-                _ => by_repo.push((&t.repo, t.repo_id, vec![t])),
-            }
-        }
+        // Compiling policies and deciding over every tag is CPU work: off the async workers.
+        let (decisions, targets, bytes) =
+            tokio::task::spawn_blocking(move || plan(&which, &saved, &tags, &snapshot, now, force))
+                .await
+                .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))??;
         let mut report = RetentionReport {
             trigger: trigger.as_str().into(),
             dry_run,
             started_at: now,
             finished_at: now,
+            decisions,
+            deleted: targets.len() as u64,
+            bytes_to_free: bytes,
             ..RetentionReport::default()
         };
-        let mut targets: Vec<(i64, String, i64)> = Vec::new();
-        for (repo, repo_id, rows) in &by_repo {
-            let governing = match &which {
-                Which::Draft(_) => policies.first().filter(|p| matches(p, repo)),
-                Which::Saved => policies.iter().find(|p| matches(p, repo)),
-                Which::Named(name) => policies
-                    .iter()
-                    .find(|p| matches(p, repo))
-                    .filter(|p| &p.spec.name == name),
-            };
-            let Some(policy) = governing else { continue };
-            let infos: Vec<TagInfo> = rows
-                .iter()
-                .map(|r| TagInfo {
-                    name: r.tag.clone(),
-                    manifest_id: r.manifest_id,
-                    digest: r.digest.clone(),
-                    pushed_at: r.pushed_at,
-                    pulled_at: r.pulled_at,
-                })
-                .collect();
-            let decisions = decide(policy, repo, &infos, now, force);
-            for (d, r) in decisions.iter().zip(rows) {
-                if d.delete {
-                    targets.push((*repo_id, r.tag.clone(), r.manifest_id));
-                }
-            }
-            report.decisions.extend(decisions);
-        }
-        report.deleted = targets.len() as u64;
-        report.bytes_to_free = bytes_to_free(&snapshot, &tags, &targets);
 
         if !dry_run {
             let mut deleted = 0u64;
@@ -216,8 +180,9 @@ impl Registry {
                     .db
                     .write(move |tx| {
                         let mut out = Vec::new();
-                        for (repo_id, tag, manifest_id) in batch {
-                            let went = q::delete_tag(tx, repo_id, &tag, manifest_id, now)?;
+                        for (repo_id, tag, manifest_id, pushed_at) in batch {
+                            let went =
+                                q::delete_tag(tx, repo_id, &tag, manifest_id, pushed_at, now)?;
                             out.push((tag, went));
                         }
                         Ok::<_, Error>(out)
@@ -267,31 +232,99 @@ impl Registry {
     }
 }
 
+/// (repository id, tag, manifest id, pushed at): what a deletion must still find.
+type Target = (i64, String, i64, i64);
+
+/// The decisions of a run over every tag, the deletions they make and the bytes those free.
+fn plan(
+    which: &Which,
+    saved: &[PolicySpec],
+    tags: &[q::TagRow],
+    snapshot: &Snapshot,
+    now: i64,
+    force: bool,
+) -> Result<(Vec<Decision>, Vec<Target>, u64)> {
+    let policies: Vec<Policy> = match which {
+        Which::Draft(spec) => vec![spec.compile().map_err(Error::PolicyInvalid)?],
+        Which::Saved | Which::Named(_) => saved
+            .iter()
+            .map(|s| s.compile().map_err(Error::PolicyInvalid))
+            .collect::<Result<_>>()?,
+    };
+    if let Which::Named(name) = which
+        && !policies.iter().any(|p| &p.spec.name == name)
+    {
+        return Err(Error::PolicyUnknown(name.clone()));
+    }
+    // Tags by repository (they come sorted by it), each with the policy that governs it.
+    let mut by_repo: Vec<(&str, i64, Vec<&q::TagRow>)> = Vec::new();
+    for t in tags {
+        match by_repo.last_mut() {
+            Some((name, _, list)) if *name == t.repo => list.push(t),
+            _ => by_repo.push((&t.repo, t.repo_id, vec![t])),
+        }
+    }
+    let mut decisions = Vec::new();
+    let mut targets: Vec<Target> = Vec::new();
+    for (repo, repo_id, rows) in &by_repo {
+        let governing = match which {
+            Which::Draft(_) => policies.first().filter(|p| matches(p, repo)),
+            Which::Saved => policies.iter().find(|p| matches(p, repo)),
+            Which::Named(name) => policies
+                .iter()
+                .find(|p| matches(p, repo))
+                .filter(|p| &p.spec.name == name),
+        };
+        let Some(policy) = governing else { continue };
+        let infos: Vec<TagInfo> = rows
+            .iter()
+            .map(|r| TagInfo {
+                name: r.tag.clone(),
+                manifest_id: r.manifest_id,
+                digest: r.digest.clone(),
+                pushed_at: r.pushed_at,
+                pulled_at: r.pulled_at,
+                pulled_by: r.pulled_by.clone(),
+            })
+            .collect();
+        let decided = decide(policy, repo, &infos, now, force);
+        for (d, r) in decided.iter().zip(rows) {
+            if d.delete {
+                targets.push((*repo_id, r.tag.clone(), r.manifest_id, r.pushed_at));
+            }
+        }
+        decisions.extend(decided);
+    }
+    let bytes = bytes_to_free(snapshot, tags, &targets);
+    Ok((decisions, targets, bytes))
+}
+
 fn matches(p: &Policy, repo: &str) -> bool {
     p.repositories.iter().any(|pat| pat.matches(repo))
 }
 
 /// The bytes of blobs that only manifests losing their last tag (and the children only they
 /// list) use, across every repository.
-fn bytes_to_free(s: &Snapshot, tags: &[q::TagRow], targets: &[(i64, String, i64)]) -> u64 {
+fn bytes_to_free(s: &Snapshot, tags: &[q::TagRow], targets: &[Target]) -> u64 {
     let mut tag_count: HashMap<i64, usize> = HashMap::new();
     for t in tags {
         *tag_count.entry(t.manifest_id).or_default() += 1;
     }
-    for (_, _, m) in targets {
+    for (_, _, m, _) in targets {
         if let Some(n) = tag_count.get_mut(m) {
             *n -= 1;
         }
     }
-    let mut freed: HashSet<i64> = targets
+    // Manifests that lose their last tag.
+    let losing: HashSet<i64> = targets
         .iter()
-        .map(|(_, _, m)| *m)
+        .map(|(_, _, m, _)| *m)
         .filter(|m| tag_count.get(m) == Some(&0))
         .collect();
-    if freed.is_empty() {
+    if losing.is_empty() {
         return 0;
     }
-    // Children of freed indexes go with them when nothing else lists or tags them.
+    let mut freed: HashSet<i64> = HashSet::new();
     let repo_of: HashMap<i64, i64> = s.manifests.iter().map(|m| (m.id, m.repo_id)).collect();
     let by_key: HashMap<(i64, &str), i64> = s
         .manifests
@@ -307,15 +340,29 @@ fn bytes_to_free(s: &Snapshot, tags: &[q::TagRow], targets: &[(i64, String, i64)
             parents.entry(*cid).or_default().push(*pid);
         }
     }
+    // A manifest is freed when it has no tag left (it loses its last one, or is a child that
+    // never had one) and every index listing it is freed (garbage collection keeps the
+    // children of live indexes): parents first, to a fixpoint.
+    let candidates: Vec<i64> = losing
+        .iter()
+        .copied()
+        .chain(
+            parents
+                .keys()
+                .copied()
+                .filter(|c| tag_count.get(c).copied().unwrap_or(0) == 0),
+        )
+        .collect();
     loop {
-        let more: Vec<i64> = parents
+        let more: Vec<i64> = candidates
             .iter()
-            .filter(|(child, ps)| {
-                !freed.contains(child)
-                    && tag_count.get(child).copied().unwrap_or(0) == 0
-                    && ps.iter().all(|p| freed.contains(p))
+            .copied()
+            .filter(|m| {
+                !freed.contains(m)
+                    && parents
+                        .get(m)
+                        .is_none_or(|ps| ps.iter().all(|p| freed.contains(p)))
             })
-            .map(|(c, _)| *c)
             .collect();
         if more.is_empty() {
             break;

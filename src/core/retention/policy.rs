@@ -132,6 +132,10 @@ fn regex(at: &str, re: &str) -> Result<regex::Regex, String> {
 }
 
 const MAX_DEPTH: usize = 16;
+/// Rules (selectors and combinators) in one policy, and patterns in `protect`: a policy is
+/// a handful of them; the bound keeps a mistaken or hostile one from costing the server.
+const MAX_RULES: usize = 256;
+const MAX_SPAN: u64 = 100 * 366 * 86_400;
 
 impl PolicySpec {
     /// Parse a policy file (TOML).
@@ -166,6 +170,13 @@ impl PolicySpec {
                 self.max_delete_share
             ));
         }
+        let rules = self.keep.count();
+        if rules > MAX_RULES || self.protect.len() > MAX_RULES {
+            return Err(format!(
+                "a policy holds at most {MAX_RULES} rules and {MAX_RULES} protect patterns ({rules} rules, {} patterns)",
+                self.protect.len()
+            ));
+        }
         let protect = self
             .protect
             .iter()
@@ -182,6 +193,18 @@ impl PolicySpec {
 }
 
 impl RuleSpec {
+    /// Rules in this one, itself included.
+    fn count(&self) -> usize {
+        1 + self
+            .all
+            .iter()
+            .chain(self.any.iter())
+            .flatten()
+            .map(RuleSpec::count)
+            .sum::<usize>()
+            + self.not.as_ref().map_or(0, |r| r.count())
+    }
+
     fn compile(&self, at: &str, depth: usize) -> Result<Rule, String> {
         if depth > MAX_DEPTH {
             return Err(format!("{at}: rules nest deeper than {MAX_DEPTH}"));
@@ -224,7 +247,10 @@ impl RuleSpec {
         };
         let secs = |s: &Span, what: &str| -> Result<i64, String> {
             match s.seconds() {
-                Ok(Some(n)) => Ok(n as i64),
+                Ok(Some(n)) if n <= MAX_SPAN => Ok(n as i64),
+                Ok(Some(n)) => Err(format!(
+                    "{at}.{what}: {n} seconds is more than a hundred years"
+                )),
                 Ok(None) => Err(format!("{at}.{what}: never is not a duration here")),
                 Err(e) => Err(format!("{at}.{what}: {e}")),
             }
