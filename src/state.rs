@@ -32,9 +32,15 @@ impl AppState {
         let sync = blob_sync(config.durability);
         let store = FsStore::open(&data.blobs(), sync)
             .with_context(|| format!("cannot open the blob store {}", data.blobs().display()))?;
-        let staging = Staging::open(&data.uploads(), sync).with_context(|| {
-            format!("cannot open the upload folder {}", data.uploads().display())
-        })?;
+        let max_upload = config
+            .limits
+            .max_upload_size
+            .as_ref()
+            .map(|s| s.bytes().map_err(|e| anyhow::anyhow!(e)))
+            .transpose()?;
+        let staging = Staging::open(&data.uploads(), sync)
+            .with_context(|| format!("cannot open the upload folder {}", data.uploads().display()))?
+            .with_max_upload(max_upload);
         let auth =
             Auth::open(db.clone(), clock.clone()).context("cannot load the token signing key")?;
         let proxies = config.proxies().map_err(|e| anyhow::anyhow!(e))?;

@@ -31,6 +31,7 @@ pub const KEYS: &[&str] = &[
     "limits.idle_timeout_secs",
     "limits.min_free_space",
     "limits.max_upload_sessions",
+    "limits.max_upload_size",
     "gc.enabled",
     "gc.interval",
     "gc.window",

@@ -175,6 +175,9 @@ pub struct Limits {
     pub min_free_space: Size,
     /// Upload sessions one credential (user, robot token, or anonymous) may have open.
     pub max_upload_sessions: u32,
+    /// The largest blob an upload may bring (unset: no limit but the free-space floor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_upload_size: Option<Size>,
 }
 
 impl Default for Limits {
@@ -185,6 +188,7 @@ impl Default for Limits {
             idle_timeout_secs: 120,
             min_free_space: Size::Text("1GiB".into()),
             max_upload_sessions: 1000,
+            max_upload_size: None,
         }
     }
 }
@@ -341,6 +345,16 @@ fn validate(c: &Config, fig: &Figment) -> Result<(), ConfigError> {
     l.min_free_space
         .bytes()
         .map_err(|e| invalid("limits.min_free_space", e))?;
+    if let Some(s) = &l.max_upload_size
+        && s.bytes()
+            .map_err(|e| invalid("limits.max_upload_size", e))?
+            == 0
+    {
+        return Err(invalid(
+            "limits.max_upload_size",
+            "must be more than 0".into(),
+        ));
+    }
     if l.max_upload_sessions == 0 || l.max_upload_sessions > 1_000_000 {
         return Err(invalid(
             "limits.max_upload_sessions",

@@ -253,6 +253,10 @@ impl Registry {
                 self.discard(id).await;
                 return Err(e.into());
             }
+            Err(e @ AppendError::TooLarge(_)) => {
+                self.discard(id).await;
+                return Err(Error::SizeInvalid(e.to_string()));
+            }
         }
         let len = len.unwrap_or(before.len);
         if let Some(declared) = declared {
@@ -316,6 +320,10 @@ impl Registry {
                 Err(AppendError::Io(e)) => {
                     self.discard(id).await;
                     return Err(e.into());
+                }
+                Err(e @ AppendError::TooLarge(_)) => {
+                    self.discard(id).await;
+                    return Err(Error::SizeInvalid(e.to_string()));
                 }
             }
             progress = after.ok_or_else(|| Error::UploadInvalid("upload state lost".into()))?;

@@ -17,6 +17,8 @@ pub struct Staging {
     pub(super) sync: Sync,
     /// Upload bytes received but not yet written, over all uploads at once (`writer`).
     pub(super) budget: Arc<tokio::sync::Semaphore>,
+    /// The largest upload taken, if limited.
+    pub(super) max_upload: Option<u64>,
 }
 
 /// A complete upload file, verified by its caller, on its way into the blob store.
@@ -48,7 +50,14 @@ impl Staging {
             dir: dir.to_path_buf(),
             sync,
             budget: Arc::new(tokio::sync::Semaphore::new(writer::BUDGET_UNITS)),
+            max_upload: None,
         })
+    }
+
+    /// Refuse uploads that grow past `max` bytes (`AppendError::TooLarge`).
+    pub fn with_max_upload(mut self, max: Option<u64>) -> Staging {
+        self.max_upload = max;
+        self
     }
 
     pub(super) fn path(&self, id: &UploadId) -> PathBuf {

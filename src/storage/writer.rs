@@ -61,6 +61,9 @@ pub enum AppendError {
     /// Writing failed; the file may hold a partial chunk, so the progress is unknown.
     #[error("writing upload: {0}")]
     Io(#[from] io::Error),
+    /// The upload grew past the largest one staging takes (`Staging::max_upload`).
+    #[error("the upload is larger than {0} bytes, the most this registry takes")]
+    TooLarge(u64),
 }
 
 impl Staging {
@@ -80,6 +83,7 @@ impl Staging {
     {
         let path = self.path(id);
         let sync = self.sync;
+        let progress_len = progress.len;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Piece>(QUEUE);
         let writer = tokio::task::spawn_blocking(move || -> io::Result<Progress> {
             let file = OpenOptions::new().append(true).open(&path)?;
@@ -103,9 +107,19 @@ impl Staging {
         };
 
         let mut body_error = None;
+        let mut too_large = None;
         let mut small = BytesMut::new();
+        let mut received = progress_len;
         loop {
-            let piece = match body.next().await {
+            let next = body.next().await;
+            if let (Some(Ok(b)), Some(max)) = (&next, self.max_upload) {
+                received += b.len() as u64;
+                if received > max {
+                    too_large = Some(max);
+                    break;
+                }
+            }
+            let piece = match next {
                 Some(Ok(mut b)) if b.len() >= PASS_THROUGH => {
                     if !small.is_empty() && send(small.split().freeze()).await.is_err() {
                         break;
@@ -141,9 +155,10 @@ impl Staging {
         }
         drop(tx);
         match writer.await {
-            Ok(Ok(p)) => match body_error {
-                Some(e) => (Some(p), Err(AppendError::Body(e))),
-                None => (Some(p), Ok(())),
+            Ok(Ok(p)) => match (too_large, body_error) {
+                (Some(max), _) => (Some(p), Err(AppendError::TooLarge(max))),
+                (None, Some(e)) => (Some(p), Err(AppendError::Body(e))),
+                (None, None) => (Some(p), Ok(())),
             },
             Ok(Err(e)) => (None, Err(AppendError::Io(e))),
             Err(join) => (

@@ -268,3 +268,43 @@ async fn a_full_disk_refuses_uploads_clearly_and_recovers_without_a_restart() {
     );
     server.terminate();
 }
+
+#[tokio::test]
+async fn uploads_past_the_size_limit_are_refused_and_dropped() {
+    let app = TestApp::with_config(|c| {
+        c.limits.max_upload_size = Some(berth::config::Size::Text("1KiB".into()));
+    });
+    let big = vec![5u8; 2000];
+    let d = Digest::sha256_of(&big);
+    let r = app
+        .call(
+            "POST",
+            &format!("/v2/r/blobs/uploads/?digest={d}"),
+            &[],
+            big,
+        )
+        .await;
+    r.assert_error(413, "SIZE_INVALID");
+    assert!(
+        r.json()["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("larger than 1024 bytes")
+    );
+    // Chunk by chunk: the one that crosses the limit is refused and the session dropped.
+    let loc = app.start_upload("r").await;
+    app.call("PATCH", &loc, &[], vec![1u8; 600])
+        .await
+        .assert(202);
+    app.call("PATCH", &loc, &[], vec![1u8; 600])
+        .await
+        .assert_error(413, "SIZE_INVALID");
+    app.get(&loc).await.assert_error(404, "BLOB_UPLOAD_UNKNOWN");
+    let staged = std::fs::read_dir(app.dir.path().join("uploads"))
+        .unwrap()
+        .count();
+    assert_eq!(staged, 0, "refused uploads leave no file");
+    // Within the limit, all is as usual.
+    let small = vec![6u8; 1024];
+    app.push_blob("r", &small).await;
+}

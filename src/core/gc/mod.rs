@@ -198,10 +198,16 @@ impl Registry {
                 modified: f.modified,
             })
             .collect();
-        let plan = plan::plan(&snapshot, &blob_files, &upload_files, cut);
+        // Planning over every row is CPU work: off the async workers, so that requests served
+        // meanwhile do not wait behind it.
+        let (plan, names, blob_files, upload_files) = tokio::task::spawn_blocking(move || {
+            let plan = plan::plan(&snapshot, &blob_files, &upload_files, cut);
+            (plan, Names::new(&snapshot), blob_files, upload_files)
+        })
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
         let mut report = Report::new(trigger, dry_run, now);
         report.bytes_waiting = plan.bytes_waiting;
-        let names = Names::new(&snapshot);
         if dry_run {
             report.planned(&plan, &names, &blob_files, &upload_files);
         } else {
