@@ -4,14 +4,18 @@
 
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
 use clap::Args;
+use futures_util::future::BoxFuture;
 
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::control::{self, Answer, Request};
 use crate::core::gc::{Report, Trigger};
 use crate::state::AppState;
+use crate::storage::secure::LockError;
 
 #[derive(Args, Debug)]
 pub struct GcArgs {
@@ -24,29 +28,24 @@ pub struct GcArgs {
 }
 
 pub fn gc(config: Config, args: GcArgs) -> anyhow::Result<()> {
-    let data = config.data();
-    if !data.database().exists() {
-        bail!(
-            "no berth database at {} (is --data-dir right?)",
-            data.database().display()
-        );
-    }
-    let request = Request::Gc {
-        dry_run: args.dry_run,
-    };
-    let report = match control::request(&data, &request)? {
-        Some(Answer::Report(r)) => *r,
-        Some(Answer::Error(e)) => bail!("{e}"),
-        Some(Answer::Retention(_)) => bail!("the server answered with a retention report"),
-        None => {
-            let _lock = crate::storage::secure::lock_data_dir(&data).map_err(|e| anyhow!(e))?;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let state = AppState::open(config, Arc::new(SystemClock))?;
-            rt.block_on(state.registry.collect_garbage(Trigger::Cli, args.dry_run))?
-        }
-    };
+    let dry_run = args.dry_run;
+    let report = through_server_or_here(
+        config,
+        &Request::Gc { dry_run },
+        |answer| match answer {
+            Answer::Report(r) => Ok(*r),
+            Answer::Error(e) => bail!("{e}"),
+            Answer::Retention(_) => bail!("the server answered with a retention report"),
+        },
+        move |state| {
+            Box::pin(async move {
+                Ok(state
+                    .registry
+                    .collect_garbage(Trigger::Cli, dry_run)
+                    .await?)
+            })
+        },
+    )?;
     print(&report, args.json)?;
     if let Some(first) = report.errors.first() {
         bail!(
@@ -55,6 +54,52 @@ pub fn gc(config: Config, args: GcArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// How long a command waits for another one on the same data directory to finish.
+const WAIT_FOR_OTHERS: Duration = Duration::from_secs(600);
+
+/// Work that must run where the blobs' locks are: sent to the server running on the data
+/// directory, or, with none, done here while holding the directory as a server would. A
+/// command already doing such work here is waited for (two at once take turns).
+pub(super) fn through_server_or_here<T>(
+    config: Config,
+    request: &Request,
+    from_answer: impl Fn(Answer) -> anyhow::Result<T>,
+    here: impl FnOnce(AppState) -> BoxFuture<'static, anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let data = config.data();
+    if !data.database().exists() {
+        bail!(
+            "no berth database at {} (is --data-dir right?)",
+            data.database().display()
+        );
+    }
+    let started = Instant::now();
+    let mut said = false;
+    let lock = loop {
+        if let Some(answer) = control::request(&data, request)? {
+            return from_answer(answer);
+        }
+        match crate::storage::secure::lock_data_dir(&data) {
+            Ok(lock) => break lock,
+            Err(LockError::Held(who)) if started.elapsed() < WAIT_FOR_OTHERS => {
+                if !said {
+                    eprintln!("berth: waiting: {who}");
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => bail!("{e}"),
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let state = AppState::open(config, Arc::new(SystemClock))?;
+    let out = rt.block_on(here(state));
+    drop(lock);
+    out
 }
 
 fn print(r: &Report, json: bool) -> anyhow::Result<()> {

@@ -3,17 +3,15 @@
 //! no server runs on the data directory.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
 use clap::Subcommand;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::control::{self, Answer, Request};
+use crate::control::{Answer, Request};
 use crate::core::gc::Trigger;
 use crate::core::retention::{self, PolicySpec, RetentionReport, Which};
-use crate::state::AppState;
 
 #[derive(Subcommand, Debug)]
 pub enum RetentionCommand {
@@ -130,39 +128,34 @@ fn apply(
     dry_run: bool,
     force: bool,
 ) -> anyhow::Result<RetentionReport> {
-    let data = config.data();
-    if !data.database().exists() {
-        bail!(
-            "no berth database at {} (is --data-dir right?)",
-            data.database().display()
-        );
-    }
     let request = Request::Retention {
         policy: name.clone(),
         draft: draft.clone(),
         dry_run,
         force,
     };
-    match control::request(&data, &request)? {
-        Some(Answer::Retention(r)) => Ok(*r),
-        Some(Answer::Error(e)) => bail!("{e}"),
-        Some(Answer::Report(_)) => bail!("the server answered with a garbage collection report"),
-        None => {
-            let _lock = crate::storage::secure::lock_data_dir(&data).map_err(|e| anyhow!(e))?;
-            let state = AppState::open(config, Arc::new(SystemClock))?;
-            let which = match (name, draft) {
-                (_, Some(d)) => Which::Draft(d),
-                (Some(n), None) => Which::Named(n),
-                (None, None) => Which::Saved,
-            };
-            Ok(block_on(state.registry.apply_retention(
-                which,
-                Trigger::Cli,
-                dry_run,
-                force,
-            ))?)
-        }
-    }
+    let which = match (name, draft) {
+        (_, Some(d)) => Which::Draft(d),
+        (Some(n), None) => Which::Named(n),
+        (None, None) => Which::Saved,
+    };
+    super::gc::through_server_or_here(
+        config,
+        &request,
+        |answer| match answer {
+            Answer::Retention(r) => Ok(*r),
+            Answer::Error(e) => bail!("{e}"),
+            Answer::Report(_) => bail!("the server answered with a garbage collection report"),
+        },
+        move |state| {
+            Box::pin(async move {
+                Ok(state
+                    .registry
+                    .apply_retention(which, Trigger::Cli, dry_run, force)
+                    .await?)
+            })
+        },
+    )
 }
 
 fn print(r: &RetentionReport, json: bool, all: bool) -> anyhow::Result<()> {

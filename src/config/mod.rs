@@ -120,6 +120,15 @@ impl Gc {
     }
 }
 
+/// `90m` → (90, "m"): the leading digits and what follows them.
+fn number_and_unit(text: &str) -> Option<(u64, &str)> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    Some((num.parse().ok()?, unit))
+}
+
 /// A duration as written: seconds, or text such as `6h` (or `never` where allowed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -138,16 +147,12 @@ impl Span {
         if text == "never" {
             return Ok(None);
         }
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (num, unit) = text.split_at(split);
         let bad = || {
             format!(
                 "{text:?} is not a duration: give seconds, or a number with s, m, h or d (\"6h\")"
             )
         };
-        let n: u64 = num.parse().map_err(|_| bad())?;
+        let (n, unit) = number_and_unit(text).ok_or_else(bad)?;
         let mult = match unit {
             "" | "s" => 1,
             "m" => 60,
@@ -208,16 +213,12 @@ impl Size {
             Size::Bytes(n) => return Ok(*n),
             Size::Text(t) => t.trim(),
         };
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (num, unit) = text.split_at(split);
         let bad = || {
             format!(
                 "{text:?} is not a size: give bytes, or a number with KiB, MiB, GiB or TiB (\"1GiB\")"
             )
         };
-        let n: u64 = num.parse().map_err(|_| bad())?;
+        let (n, unit) = number_and_unit(text).ok_or_else(bad)?;
         let shift = match unit.trim() {
             "" | "B" => 0,
             "K" | "KiB" | "k" => 10,

@@ -212,6 +212,7 @@ impl Registry {
     /// Delete by tag (only the tag goes) or by digest (the manifest and its tags go).
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
         let (r, now) = (repo.to_string(), self.now());
+        let link_cutoff = self.gc.settings().link_cutoff(now);
         let reference = reference.clone();
         let deleted = self
             .db
@@ -221,7 +222,19 @@ impl Registry {
                 };
                 Ok::<_, Error>(match &reference {
                     Reference::Tag(t) => tags::delete(tx, repo_id, t.as_str(), now)?,
-                    Reference::Digest(d) => manifests::delete(tx, repo_id, &d.to_string())?,
+                    Reference::Digest(d) => {
+                        let Some(blobs) = manifests::delete(tx, repo_id, &d.to_string())? else {
+                            return Ok(false);
+                        };
+                        // End the repository's links to the blobs no other manifest of it
+                        // uses, unless a client was told of them within the grace (it may
+                        // be pushing a manifest that needs them): those garbage
+                        // collection ends later.
+                        for b in blobs {
+                            crate::db::gc::delete_link(tx, repo_id, &b, link_cutoff)?;
+                        }
+                        true
+                    }
                 })
             })
             .await?;

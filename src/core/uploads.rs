@@ -103,6 +103,27 @@ impl Registry {
         Ok(id)
     }
 
+    /// The outcome of an append: a body that broke off keeps what arrived (the client may
+    /// resume); a failed write or an upload past the size limit ends the session.
+    async fn appended(
+        &self,
+        id: &UploadId,
+        result: std::result::Result<(), AppendError>,
+    ) -> Result<()> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(AppendError::Body(e)) => Err(Error::UploadInvalid(e)),
+            Err(AppendError::Io(e)) => {
+                self.discard(id).await;
+                Err(e.into())
+            }
+            Err(e @ AppendError::TooLarge(_)) => {
+                self.discard(id).await;
+                Err(Error::SizeInvalid(e.to_string()))
+            }
+        }
+    }
+
     /// Drop a session whose write failed: its bytes first (freeing space is what matters on a
     /// full disk), then its row, which may fail on that same disk and is then left to expire
     /// (a row without a file is a session that answers "unknown").
@@ -246,18 +267,7 @@ impl Registry {
         let (after, result) = self.staging.append(id, progress, body).await;
         let len = after.as_ref().map(|p| p.len);
         *guard = after;
-        match result {
-            Ok(()) => {}
-            Err(AppendError::Body(e)) => return Err(Error::UploadInvalid(e)),
-            Err(AppendError::Io(e)) => {
-                self.discard(id).await;
-                return Err(e.into());
-            }
-            Err(e @ AppendError::TooLarge(_)) => {
-                self.discard(id).await;
-                return Err(Error::SizeInvalid(e.to_string()));
-            }
-        }
+        self.appended(id, result).await?;
         let len = len.unwrap_or(before.len);
         if let Some(declared) = declared {
             let got = len - before.len;
@@ -314,18 +324,7 @@ impl Registry {
         if let Some(body) = body {
             let (after, result) = self.staging.append(id, progress, body).await;
             *guard = after.clone();
-            match result {
-                Ok(()) => {}
-                Err(AppendError::Body(e)) => return Err(Error::UploadInvalid(e)),
-                Err(AppendError::Io(e)) => {
-                    self.discard(id).await;
-                    return Err(e.into());
-                }
-                Err(e @ AppendError::TooLarge(_)) => {
-                    self.discard(id).await;
-                    return Err(Error::SizeInvalid(e.to_string()));
-                }
-            }
+            self.appended(id, result).await?;
             progress = after.ok_or_else(|| Error::UploadInvalid("upload state lost".into()))?;
         }
         if progress.hasher.algorithm() != digest.algorithm() {

@@ -134,12 +134,22 @@ pub fn first_missing(c: &Connection, repo_id: i64, digests: &[String]) -> Result
 }
 
 /// Delete a manifest, its tags and its reference rows.
-pub fn delete(c: &Connection, repo_id: i64, digest: &str) -> Result<bool> {
-    let n = c.execute(
-        "DELETE FROM manifests WHERE repository_id = ?1 AND digest = ?2",
-        params![repo_id, digest],
-    )?;
-    Ok(n > 0)
+/// Delete a manifest (its tags and references go with it). Returns the blobs it referenced,
+/// `None` if there was no such manifest.
+pub fn delete(c: &Connection, repo_id: i64, digest: &str) -> Result<Option<Vec<String>>> {
+    let Some(id) = c
+        .prepare_cached("SELECT id FROM manifests WHERE repository_id = ?1 AND digest = ?2")?
+        .query_row(params![repo_id, digest], |r| r.get::<_, i64>(0))
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let blobs: Vec<String> = c
+        .prepare_cached("SELECT digest FROM manifest_blobs WHERE manifest_id = ?1")?
+        .query_map([id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    c.execute("DELETE FROM manifests WHERE id = ?1", [id])?;
+    Ok(Some(blobs))
 }
 
 /// One entry of a referrers response.
@@ -245,7 +255,10 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        assert!(delete(&c, r, "sha256:m").unwrap());
+        assert_eq!(
+            delete(&c, r, "sha256:m").unwrap(),
+            Some(vec!["sha256:b".to_string()])
+        );
         assert!(by_tag(&c, "r", "v1", false).unwrap().is_none());
         let refs: i64 = c
             .query_row("SELECT count(*) FROM manifest_blobs", [], |r| r.get(0))

@@ -85,12 +85,33 @@ pub struct DirLock {
     _file: fs::File,
 }
 
+/// Why the data directory could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds it (the text names it).
+    #[error("{0}")]
+    Held(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<LockError> for String {
+    fn from(e: LockError) -> String {
+        e.to_string()
+    }
+}
+
 /// Take the data directory for this process (creating it 0700 if needed), or say which
 /// process has it.
-pub fn lock_data_dir(data: &super::DataDir) -> Result<DirLock, String> {
+pub fn lock_data_dir(data: &super::DataDir) -> Result<DirLock, LockError> {
     use std::io::{Read, Seek, Write};
     let root = data.root();
-    let at = |e: io::Error| format!("cannot lock the data directory {}: {e}", root.display());
+    let at = |e: io::Error| {
+        LockError::Failed(format!(
+            "cannot lock the data directory {}: {e}",
+            root.display()
+        ))
+    };
     create_dir(root).map_err(at)?;
     let path = data.lock_file();
     let mut file = file_options()
@@ -111,10 +132,10 @@ pub fn lock_data_dir(data: &super::DataDir) -> Result<DirLock, String> {
             } else {
                 format!(" (pid {pid})")
             };
-            return Err(format!(
-                "another berth server is using the data directory {}{who}; stop it first, or give this one another --data-dir",
+            return Err(LockError::Held(format!(
+                "another berth server or command is using the data directory {}{who}; stop it first, or give this one another --data-dir",
                 root.display()
-            ));
+            )));
         }
         Err(e) => return Err(at(e.into())),
     }

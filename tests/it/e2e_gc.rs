@@ -7,6 +7,7 @@ use std::process::Command;
 
 use berth::oci::Digest;
 
+use crate::common::blob_files;
 use crate::common::cmd::{expect_failure, output, run};
 use crate::common::docker::{Docker, busybox_rootfs};
 use crate::common::net::client;
@@ -30,20 +31,6 @@ fn berth_gc(data: &Path, args: &[&str]) -> Command {
         cmd.env(k, v);
     }
     cmd
-}
-
-fn blob_files(data: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![data.join("blobs")];
-    while let Some(p) = stack.pop() {
-        if p.is_dir() {
-            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
-        } else {
-            out.push(p.file_name().unwrap().to_string_lossy().into_owned());
-        }
-    }
-    out.sort();
-    out
 }
 
 async fn push_blob(server: &Server, repo: &str, bytes: &[u8]) -> Digest {
@@ -100,6 +87,12 @@ async fn gc_through_the_server_and_without_one() {
     assert_eq!(real["blobs"][0]["digest"], b.to_string());
     assert_eq!(real["bytes_freed"], 24);
     assert!(blob_files(&data).is_empty());
+
+    // Two commands at once, with no server: the second waits for the first, then runs.
+    let mut a = berth_gc(&data, &[]).spawn().unwrap();
+    let b = berth_gc(&data, &[]).output().unwrap();
+    assert!(a.wait().unwrap().success());
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
 
     // A wrong data directory is one clear line, not a new empty registry.
     let missing = tmp.path().join("nothing-here");

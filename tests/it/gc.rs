@@ -566,3 +566,35 @@ async fn an_upload_streaming_through_a_run_survives_it() {
         .await
         .assert(201);
 }
+
+/// Deleting a manifest by digest ends its repository's links to blobs nothing else there uses,
+/// unless a client was told of them within the grace (a push may be about to use them).
+#[tokio::test]
+async fn a_manifest_delete_ends_links_out_of_their_grace() {
+    let app = app();
+    let (old, old_d) = app.push_image("r", "old", OCI_MANIFEST, 1).await;
+    let (_, keep_d) = app.push_image("r", "keep", OCI_MANIFEST, 2).await;
+    let layer = |m: &[u8]| -> Digest {
+        let v: serde_json::Value = serde_json::from_slice(m).unwrap();
+        v["layers"][0]["digest"].as_str().unwrap().parse().unwrap()
+    };
+    let old_layer = layer(&old);
+    app.clock.advance(LINK_GRACE + 1);
+    app.delete(&format!("/v2/r/manifests/{old_d}"))
+        .await
+        .assert(202);
+    app.head(&format!("/v2/r/blobs/{old_layer}"))
+        .await
+        .assert(404);
+    // A fresh image deleted at once keeps its links for the grace.
+    let (fresh, fresh_d) = app.push_image("r", "fresh", OCI_MANIFEST, 3).await;
+    app.delete(&format!("/v2/r/manifests/{fresh_d}"))
+        .await
+        .assert(202);
+    app.head(&format!("/v2/r/blobs/{}", layer(&fresh)))
+        .await
+        .assert(200);
+    app.get(&format!("/v2/r/manifests/{keep_d}"))
+        .await
+        .assert(200);
+}

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use berth::oci::Digest;
 
+use crate::common::blob_files;
 use crate::common::net::client;
 use crate::common::{OCI_MANIFEST, Server};
 
@@ -192,33 +193,43 @@ async fn collections_every_second_lose_nothing_under_pushes() {
     assert!(t.server_errors.is_empty(), "{:?}", t.server_errors);
     assert_eq!(t.blob_unknown, 0);
     assert!(t.pushed > 50, "only {} pushes", t.pushed);
-    // Every acknowledged tag that was not deleted pulls whole.
+    // Every acknowledged tag that was not deleted pulls whole: its manifest byte for byte,
+    // and every blob it references (each checked once per repository) hashing to its digest.
+    use futures_util::StreamExt as _;
     let c = client();
-    for (key, (repo, manifest)) in &t.live {
-        let tag = key.split_once(':').unwrap().1;
-        let r = c
-            .get(server.url(&format!("/v2/{repo}/manifests/{tag}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200, "{key}");
-        assert_eq!(&r.bytes().await.unwrap()[..], &manifest[..]);
+    let mut blobs: std::collections::BTreeSet<(String, String)> = Default::default();
+    for (repo, manifest) in t.live.values() {
         let m: serde_json::Value = serde_json::from_slice(manifest).unwrap();
-        let mut digests = vec![m["config"]["digest"].as_str().unwrap().to_string()];
+        blobs.insert((repo.clone(), m["config"]["digest"].as_str().unwrap().into()));
         for l in m["layers"].as_array().unwrap() {
-            digests.push(l["digest"].as_str().unwrap().to_string());
-        }
-        for d in digests {
-            let r = c
-                .get(server.url(&format!("/v2/{repo}/blobs/{d}")))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status().as_u16(), 200, "{key}: {d}");
-            let got = Digest::sha256_of(&r.bytes().await.unwrap());
-            assert_eq!(got.to_string(), d, "{key}");
+            blobs.insert((repo.clone(), l["digest"].as_str().unwrap().into()));
         }
     }
+    let manifests = futures_util::stream::iter(t.live.iter().map(|(key, (repo, manifest))| {
+        let (c, tag) = (c.clone(), key.split_once(':').unwrap().1.to_string());
+        let url = server.url(&format!("/v2/{repo}/manifests/{tag}"));
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{key}");
+            assert_eq!(&r.bytes().await.unwrap()[..], &manifest[..], "{key}");
+        }
+    }))
+    .buffer_unordered(16)
+    .count();
+    let blob_checks = futures_util::stream::iter(blobs.iter().map(|(repo, d)| {
+        let c = c.clone();
+        let url = server.url(&format!("/v2/{repo}/blobs/{d}"));
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{repo}: {d}");
+            let got = Digest::sha256_of(&r.bytes().await.unwrap());
+            assert_eq!(&got.to_string(), d, "{repo}");
+        }
+    }))
+    .buffer_unordered(16)
+    .count();
+    let (checked_manifests, checked_blobs) = tokio::join!(manifests, blob_checks);
+    assert_eq!(checked_manifests, t.live.len());
     // The collections ran, and removed what the deletions left.
     let db = rusqlite::Connection::open_with_flags(
         server.data_dir.join("berth.db"),
@@ -240,24 +251,10 @@ async fn collections_every_second_lose_nothing_under_pushes() {
         "{manifests} manifests, {blobs} blobs removed"
     );
     eprintln!(
-        "{} pushes, {} tags alive at the end, {runs} collections removed {manifests} manifests and {blobs} blobs, over {secs} s",
+        "{} pushes, {} tags alive at the end ({checked_blobs} blobs checked), {runs} collections removed {manifests} manifests and {blobs} blobs, over {secs} s",
         t.pushed,
         t.live.len()
     );
-}
-
-fn blob_files(data: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![data.join("blobs")];
-    while let Some(p) = stack.pop() {
-        if p.is_dir() {
-            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
-        } else {
-            out.push(p.file_name().unwrap().to_string_lossy().into_owned());
-        }
-    }
-    out.sort();
-    out
 }
 
 fn blob_rows(data: &Path) -> Vec<String> {

@@ -108,6 +108,21 @@ impl Resp {
     }
 }
 
+/// The names (hex digests) of the blob files under a data directory, sorted.
+pub fn blob_files(data: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![data.join("blobs")];
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            out.push(p.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    out.sort();
+    out
+}
+
 pub fn digest_of(bytes: &[u8]) -> Digest {
     Digest::sha256_of(bytes)
 }
