@@ -245,7 +245,9 @@ async fn collections_every_second_lose_nothing_under_pushes() {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
-    assert!(runs >= secs as i64 / 2, "{runs} runs in {secs} s");
+    // A run starts a second after the last one ended; as the registry grows, runs take
+    // longer (ten minutes of pushes leave tens of thousands of tags), so count loosely.
+    assert!(runs >= (secs as i64 / 10).max(3), "{runs} runs in {secs} s");
     assert!(
         manifests > 0 && blobs > 0,
         "{manifests} manifests, {blobs} blobs removed"
