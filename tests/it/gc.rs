@@ -170,26 +170,33 @@ async fn deleted_images_go_and_the_dry_run_lists_exactly_what_the_run_removes() 
 #[tokio::test]
 async fn a_head_keeps_an_unreferenced_blob_for_the_grace() {
     let app = app();
-    let told = app.push_blob("r", b"layer the client was told about").await;
-    let untold = app.push_blob("r", b"layer nobody asked about").await;
-    let config = app.push_blob("r", b"{}").await;
-    app.clock.advance(LINK_GRACE + 1);
-    // The client asks whether the layers exist and skips uploading the one it is told of.
-    app.head(&format!("/v2/r/blobs/{told}")).await.assert(200);
-    app.head(&format!("/v2/r/blobs/{config}")).await.assert(200);
-    let r = gc(&app, false).await;
-    let gone: Vec<_> = r.blobs.iter().map(|b| b.digest.clone()).collect();
-    assert_eq!(gone, vec![untold.to_string()]);
-    let body = manifest(&[(&config, 2), (&told, 31)]);
-    app.put_manifest("r", "v1", OCI_MANIFEST, &body)
-        .await
-        .assert(201);
-    assert!(blob_body(&app, "r", &told).await.is_some());
-    // The blob that went is refused by a manifest push, cleanly.
-    let body = manifest(&[(&config, 2), (&untold, 24)]);
-    app.put_manifest("r", "v2", OCI_MANIFEST, &body)
-        .await
-        .assert_error(400, "MANIFEST_BLOB_UNKNOWN");
+    for i in 0..20u32 {
+        let told_bytes = format!("layer the client was told about, round {i:02}");
+        let untold_bytes = format!("layer nobody asked about, round {i:02}");
+        let told = app.push_blob("r", told_bytes.as_bytes()).await;
+        let untold = app.push_blob("r", untold_bytes.as_bytes()).await;
+        let config = app
+            .push_blob("r", format!("{{\"round\":{i}}}").as_bytes())
+            .await;
+        let config_len = format!("{{\"round\":{i}}}").len();
+        app.clock.advance(LINK_GRACE + 1);
+        // The client asks whether the layers exist and skips uploading the one it is told of.
+        app.head(&format!("/v2/r/blobs/{told}")).await.assert(200);
+        app.head(&format!("/v2/r/blobs/{config}")).await.assert(200);
+        let r = gc(&app, false).await;
+        let gone: Vec<_> = r.blobs.iter().map(|b| b.digest.clone()).collect();
+        assert_eq!(gone, vec![untold.to_string()], "round {i}");
+        let body = manifest(&[(&config, config_len), (&told, told_bytes.len())]);
+        app.put_manifest("r", &format!("v{i}"), OCI_MANIFEST, &body)
+            .await
+            .assert(201);
+        assert!(blob_body(&app, "r", &told).await.is_some());
+        // The blob that went is refused by a manifest push, cleanly.
+        let body = manifest(&[(&config, config_len), (&untold, untold_bytes.len())]);
+        app.put_manifest("r", &format!("w{i}"), OCI_MANIFEST, &body)
+            .await
+            .assert_error(400, "MANIFEST_BLOB_UNKNOWN");
+    }
 }
 
 #[tokio::test]
