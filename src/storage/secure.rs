@@ -95,12 +95,6 @@ pub enum LockError {
     Failed(String),
 }
 
-impl From<LockError> for String {
-    fn from(e: LockError) -> String {
-        e.to_string()
-    }
-}
-
 /// Take the data directory for this process (creating it 0700 if needed), or say which
 /// process has it.
 pub fn lock_data_dir(data: &super::DataDir) -> Result<DirLock, LockError> {

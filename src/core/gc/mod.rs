@@ -158,10 +158,6 @@ impl Registry {
         *self.gc.hook.lock().unwrap_or_else(|p| p.into_inner()) = hook;
     }
 
-    pub fn gc_settings(&self) -> Settings {
-        self.gc.settings()
-    }
-
     /// Make runs in progress stop at their next batch (shutdown).
     pub fn stop_collecting(&self) {
         self.gc.stop.store(true, Ordering::Relaxed);

@@ -176,11 +176,15 @@ impl Report {
         };
         let mut s = format!(
             "{verb} {}, {}, {}, {} and {}; {} {}, {} waiting for the grace period; {:.1} s",
-            count(self.manifests.len(), "manifest"),
-            count(self.links.len(), "blob link"),
-            count(self.blobs.len(), "blob"),
-            count(self.uploads.len(), "upload session"),
-            count(self.orphan_files.len(), "file without a record"),
+            count(self.manifests.len(), "manifest", "manifests"),
+            count(self.links.len(), "blob link", "blob links"),
+            count(self.blobs.len(), "blob", "blobs"),
+            count(self.uploads.len(), "upload session", "upload sessions"),
+            count(
+                self.orphan_files.len(),
+                "file without a record",
+                "files without a record"
+            ),
             human_bytes(self.bytes_freed),
             if self.dry_run { "to free" } else { "freed" },
             human_bytes(self.bytes_waiting),
@@ -190,7 +194,10 @@ impl Report {
             s.push_str("; stopped early by shutdown");
         }
         if !self.errors.is_empty() {
-            s.push_str(&format!("; {} errors", self.errors.len()));
+            s.push_str(&format!(
+                "; {}",
+                count(self.errors.len(), "error", "errors")
+            ));
         }
         s
     }
@@ -229,7 +236,7 @@ impl Report {
         keep(&mut r.uploads, &mut cut);
         keep(&mut r.orphan_files, &mut cut);
         keep(&mut r.errors, &mut cut);
-        r.items_not_stored += cut;
+        r.items_not_stored = cut;
         r.id = None;
         serde_json::to_string(&r).unwrap_or_else(|_| "{}".into())
     }
@@ -250,13 +257,7 @@ pub fn human_bytes(n: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
-/// `1 blob`, `2 blobs`; `file without a record` → `files without a record`.
-fn count(n: usize, what: &str) -> String {
-    if n == 1 {
-        return format!("1 {what}");
-    }
-    match what.split_once(' ') {
-        Some((head, tail)) if what.starts_with("file") => format!("{n} {head}s {tail}"),
-        _ => format!("{n} {what}s"),
-    }
+/// `1 blob`, `2 blobs`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -53,16 +53,13 @@ pub async fn run(
             _ = stop.wait_for(|s| *s) => return,
         }
         // Saved retention policies first: what they untag is collected once its grace ends.
-        match registry.has_policies().await {
-            Ok(true) => match registry
-                .apply_retention(Which::Saved, Trigger::Schedule, false, false)
-                .await
-            {
-                Ok(r) => tracing::info!(deleted = r.deleted, "retention: {}", r.summary()),
-                Err(e) => tracing::warn!(error = %e, "scheduled retention failed"),
-            },
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot read the retention policies"),
+        match registry
+            .apply_retention(Which::Saved, Trigger::Schedule, false, false)
+            .await
+        {
+            Ok(r) if r.decisions.is_empty() => {}
+            Ok(r) => tracing::info!(deleted = r.deleted, "retention: {}", r.summary()),
+            Err(e) => tracing::warn!(error = %e, "scheduled retention failed"),
         }
         let run = registry.collect_garbage(Trigger::Schedule, false);
         tokio::pin!(run);
@@ -74,10 +71,7 @@ pub async fn run(
             Some(r) => r,
             None => {
                 // Let the run end at its next batch boundary, then stop.
-                registry
-                    .gc
-                    .stop
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                registry.stop_collecting();
                 run.await
             }
         };

@@ -11,7 +11,6 @@ use super::policy::{By, Level, Policy, Rule};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TagInfo {
     pub name: String,
-    pub manifest_id: i64,
     pub digest: String,
     pub pushed_at: i64,
     /// `None`: never pulled (counts as pulled when pushed).
@@ -247,7 +246,6 @@ mod tests {
     fn tag(name: &str, pushed_at: i64, pulled_at: Option<i64>) -> TagInfo {
         TagInfo {
             name: name.into(),
-            manifest_id: pushed_at,
             digest: format!("sha256:{name}"),
             pushed_at,
             pulled_at,

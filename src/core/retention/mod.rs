@@ -151,6 +151,17 @@ impl Registry {
             Which::Draft(_) => Vec::new(),
             Which::Saved | Which::Named(_) => list(&self.db).await?,
         };
+        let mut report = RetentionReport {
+            trigger: trigger.as_str().into(),
+            dry_run,
+            started_at: now,
+            finished_at: now,
+            ..RetentionReport::default()
+        };
+        // No policy, nothing to decide: no reads of every tag, no stored run.
+        if matches!(which, Which::Saved) && saved.is_empty() {
+            return Ok(report);
+        }
         self.flush_pulls().await?;
         let (tags, snapshot) = self
             .db
@@ -161,16 +172,9 @@ impl Registry {
             tokio::task::spawn_blocking(move || plan(&which, &saved, &tags, &snapshot, now, force))
                 .await
                 .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))??;
-        let mut report = RetentionReport {
-            trigger: trigger.as_str().into(),
-            dry_run,
-            started_at: now,
-            finished_at: now,
-            decisions,
-            deleted: targets.len() as u64,
-            bytes_to_free: bytes,
-            ..RetentionReport::default()
-        };
+        report.decisions = decisions;
+        report.deleted = targets.len() as u64;
+        report.bytes_to_free = bytes;
 
         if !dry_run {
             let mut deleted = 0u64;
@@ -220,11 +224,6 @@ impl Registry {
                 .await?,
         );
         Ok(report)
-    }
-
-    /// Whether any retention policy is saved (the scheduler applies them before collecting).
-    pub async fn has_policies(&self) -> Result<bool> {
-        Ok(!list(&self.db).await?.is_empty())
     }
 
     pub fn db(&self) -> &Db {
@@ -280,7 +279,6 @@ fn plan(
             .iter()
             .map(|r| TagInfo {
                 name: r.tag.clone(),
-                manifest_id: r.manifest_id,
                 digest: r.digest.clone(),
                 pushed_at: r.pushed_at,
                 pulled_at: r.pulled_at,
