@@ -2,7 +2,7 @@
 //! server to do work that must happen inside it (garbage collection runs under locks that
 //! only the server's own uploads take).
 //!
-//! One JSON request line, one JSON answer line. The socket is owner-only (the umask makes it
+//! One JSON request line, one JSON answer line (an import sends progress lines before it). The socket is owner-only (the umask makes it
 //! 0600 inside the 0700 data directory), so only the account berth runs as, or root, can use
 //! it: the same people who can read the database.
 
@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::core::Registry;
 use crate::core::gc::{Report, Trigger};
+use crate::core::import::{ImportOptions, ImportProgress, ImportReport};
 use crate::core::retention::{PolicySpec, RetentionReport, Which};
 use crate::storage::DataDir;
 
@@ -31,6 +32,12 @@ pub enum Request {
         dry_run: bool,
         force: bool,
     },
+    Import {
+        /// A registry:2 storage root, absolute.
+        dir: std::path::PathBuf,
+        dry_run: bool,
+        overwrite_tags: bool,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -38,6 +45,9 @@ pub enum Request {
 pub enum Answer {
     Report(Box<Report>),
     Retention(Box<RetentionReport>),
+    Import(Box<ImportReport>),
+    /// Not an answer yet: how far the work has got.
+    Progress(ImportProgress),
     Error(String),
 }
 
@@ -121,16 +131,72 @@ async fn answer(stream: UnixStream, registry: Registry) -> std::io::Result<()> {
                 Err(e) => Answer::Error(e.to_string()),
             }
         }
+        Ok(Request::Import {
+            dir,
+            dry_run,
+            overwrite_tags,
+        }) => {
+            let options = ImportOptions {
+                dry_run,
+                overwrite_tags,
+            };
+            import(&registry, dir, options, &mut write).await?
+        }
         Err(e) => Answer::Error(format!("not a control request: {e}")),
     };
-    let mut out = serde_json::to_vec(&answer).map_err(std::io::Error::other)?;
-    out.push(b'\n');
-    write.write_all(&out).await?;
+    send(&mut write, &answer).await?;
     write.shutdown().await
 }
 
+async fn send(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    answer: &Answer,
+) -> std::io::Result<()> {
+    let mut out = serde_json::to_vec(answer).map_err(std::io::Error::other)?;
+    out.push(b'\n');
+    write.write_all(&out).await
+}
+
+/// Run an import, sending its progress at most every 200 ms. A client that goes away (an
+/// interrupted command) ends the import between two steps: each step is whole.
+async fn import(
+    registry: &Registry,
+    dir: std::path::PathBuf,
+    options: ImportOptions,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+) -> std::io::Result<Answer> {
+    let (tx, mut rx) = watch::channel(ImportProgress::default());
+    let on_progress = std::sync::Arc::new(move |p| {
+        let _ = tx.send(p);
+    });
+    let run = registry.import_registry2(dir, options, on_progress);
+    tokio::pin!(run);
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            done = &mut run => {
+                return Ok(match done {
+                    Ok(r) => Answer::Import(Box::new(r)),
+                    Err(e) => Answer::Error(format!("import failed: {e}")),
+                });
+            }
+            _ = tick.tick() => {
+                if rx.has_changed().unwrap_or(false) {
+                    let p = *rx.borrow_and_update();
+                    send(write, &Answer::Progress(p)).await?;
+                }
+            }
+        }
+    }
+}
+
 /// Send `request` to the server running on `data`; `Ok(None)` when no server listens there.
-pub fn request(data: &DataDir, request: &Request) -> anyhow::Result<Option<Answer>> {
+/// Progress lines on the way go to `on_progress`.
+pub fn request(
+    data: &DataDir,
+    request: &Request,
+    on_progress: &dyn Fn(ImportProgress),
+) -> anyhow::Result<Option<Answer>> {
     use std::io::{BufRead, Write};
     let path = data.control_socket();
     let mut stream = match std::os::unix::net::UnixStream::connect(&path) {
@@ -148,10 +214,16 @@ pub fn request(data: &DataDir, request: &Request) -> anyhow::Result<Option<Answe
     let mut line = serde_json::to_vec(request)?;
     line.push(b'\n');
     stream.write_all(&line)?;
-    let mut answer = String::new();
-    std::io::BufReader::new(stream).read_line(&mut answer)?;
-    if answer.is_empty() {
-        anyhow::bail!("the server closed the control socket without answering");
+    let mut reader = std::io::BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        if line.is_empty() {
+            anyhow::bail!("the server closed the control socket without answering");
+        }
+        match serde_json::from_str(&line)? {
+            Answer::Progress(p) => on_progress(p),
+            answer => return Ok(Some(answer)),
+        }
     }
-    Ok(Some(serde_json::from_str(&answer)?))
 }

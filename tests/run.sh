@@ -2,9 +2,11 @@
 # Runs berth's whole test suite: formatting, clippy, then every test. Installs the Debian
 # packages the end-to-end tests drive when they are missing and this runs as root (otherwise
 # says what to install): skopeo and podman (registry clients), containerd's ctr, busybox-static
-# (a tiny image root filesystem), pebble (an ACME CA), nginx (a reverse proxy), openssl, curl
-# and python3 (its sqlite3 module holds a database lock from outside). The Docker tests need a
-# running Docker daemon (`docker info`), as on CI; the ctr test uses that daemon's containerd.
+# (a tiny image root filesystem), pebble (an ACME CA), nginx (a reverse proxy), openssl, curl,
+# python3 (its sqlite3 module holds a database lock from outside), docker-registry (registry:2,
+# whose storage `berth import` adopts) and apache2-utils (htpasswd files to import). The
+# Docker tests need a running Docker daemon (`docker info`), as on CI; the ctr test uses that
+# daemon's containerd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +21,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v ctr >/dev/null 2>&1 || need+=(containerd)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v docker >/dev/null 2>&1 || need+=(docker.io)
+[ -x /usr/bin/docker-registry ] || need+=(docker-registry)
+command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "tests/run.sh: installing ${need[*]}" >&2

@@ -35,7 +35,7 @@ pub fn gc(config: Config, args: GcArgs) -> anyhow::Result<()> {
         |answer| match answer {
             Answer::Report(r) => Ok(*r),
             Answer::Error(e) => bail!("{e}"),
-            Answer::Retention(_) => bail!("the server answered with a retention report"),
+            other => bail!("unexpected answer from the server: {other:?}"),
         },
         move |state| {
             Box::pin(async move {
@@ -68,6 +68,17 @@ pub(super) fn through_server_or_here<T>(
     from_answer: impl Fn(Answer) -> anyhow::Result<T>,
     here: impl FnOnce(AppState) -> BoxFuture<'static, anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
+    through_server_or_here_with_progress(config, request, &|_| {}, from_answer, here)
+}
+
+/// `through_server_or_here`, with the server's progress lines handed to `on_progress`.
+pub(super) fn through_server_or_here_with_progress<T>(
+    config: Config,
+    request: &Request,
+    on_progress: &dyn Fn(crate::core::import::ImportProgress),
+    from_answer: impl Fn(Answer) -> anyhow::Result<T>,
+    here: impl FnOnce(AppState) -> BoxFuture<'static, anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     let data = config.data();
     if !data.database().exists() {
         bail!(
@@ -78,7 +89,7 @@ pub(super) fn through_server_or_here<T>(
     let started = Instant::now();
     let mut said = false;
     let lock = loop {
-        if let Some(answer) = control::request(&data, request)? {
+        if let Some(answer) = control::request(&data, request, on_progress)? {
             return from_answer(answer);
         }
         match crate::storage::secure::lock_data_dir(&data) {

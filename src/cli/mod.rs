@@ -3,6 +3,7 @@
 
 mod accounts;
 mod gc;
+mod import;
 mod retention;
 
 use std::path::PathBuf;
@@ -61,6 +62,10 @@ pub enum Command {
     /// recently, …); preview them, run them (scheduled collections run them first).
     #[command(subcommand)]
     Retention(retention::RetentionCommand),
+    /// Move in from another registry: `berth import registry2 DIR` adopts a registry:2
+    /// storage directory (safe while the server runs; run it again to catch up).
+    #[command(subcommand)]
+    Import(import::ImportCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -111,6 +116,7 @@ pub fn main() -> ExitCode {
         Command::Anonymous(cmd) => done(accounts::anonymous(&config, cmd)),
         Command::Gc(args) => done(gc::gc(config, args)),
         Command::Retention(cmd) => done(retention::retention(config, cmd)),
+        Command::Import(cmd) => done(import::import(config, cmd)),
         Command::Tls(TlsCommand::Status) => {
             use crate::clock::Clock as _;
             match crate::tls::status::report(&config, SystemClock.now()) {

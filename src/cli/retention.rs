@@ -145,7 +145,7 @@ fn apply(
         |answer| match answer {
             Answer::Retention(r) => Ok(*r),
             Answer::Error(e) => bail!("{e}"),
-            Answer::Report(_) => bail!("the server answered with a garbage collection report"),
+            other => bail!("unexpected answer from the server: {other:?}"),
         },
         move |state| {
             Box::pin(async move {

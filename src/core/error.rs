@@ -45,6 +45,9 @@ pub enum Error {
     PolicyInvalid(String),
     #[error("no retention policy named {0:?}")]
     PolicyUnknown(String),
+    /// The folder given to an import is not what it should be.
+    #[error("{0}")]
+    ImportSource(String),
     #[error("database: {0}")]
     Db(#[from] DbError),
     #[error("storage: {0}")]

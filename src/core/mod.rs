@@ -7,6 +7,7 @@
 mod blobs;
 mod error;
 pub mod gc;
+pub mod import;
 mod listing;
 mod manifests;
 mod pulls;
@@ -42,6 +43,8 @@ pub struct Registry {
     pulls: Arc<pulls::PullLog>,
     gc: Arc<gc::Gc>,
     uploads: UploadLimits,
+    /// Held by the import running, if any.
+    importing: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What the registry needs from the configuration.
@@ -104,6 +107,7 @@ impl Registry {
             pulls: Arc::default(),
             gc: Arc::new(gc::Gc::new(options.gc)),
             uploads: options.uploads,
+            importing: Arc::default(),
         }
     }
 

@@ -60,7 +60,7 @@ impl Registry {
     }
 
     /// Refuse new bytes below the free-space floor, with the figures.
-    async fn check_space(&self) -> Result<()> {
+    pub(super) async fn check_space(&self) -> Result<()> {
         let status = self.write_status().await?;
         match self.refusal(status) {
             None => Ok(()),

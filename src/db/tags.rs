@@ -23,6 +23,18 @@ fn untagged(c: &Connection, manifest_id: i64, now: i64) -> Result<()> {
 /// Point `tag` at `manifest_id`, moving it if it pointed elsewhere. A push of the same tag
 /// again counts as a push (retention's push time is the tag's).
 pub fn set(c: &Connection, repo_id: i64, tag: &str, manifest_id: i64, now: i64) -> Result<()> {
+    set_at(c, repo_id, tag, manifest_id, now, now)
+}
+
+/// `set`, recording the tag as set at `at` (an import keeps the source's time).
+pub fn set_at(
+    c: &Connection,
+    repo_id: i64,
+    tag: &str,
+    manifest_id: i64,
+    at: i64,
+    now: i64,
+) -> Result<()> {
     if let Some(old) = target(c, repo_id, tag)?.filter(|old| *old != manifest_id) {
         untagged(c, old, now)?;
     }
@@ -31,7 +43,7 @@ pub fn set(c: &Connection, repo_id: i64, tag: &str, manifest_id: i64, now: i64) 
          ON CONFLICT(repository_id, name) DO UPDATE
          SET manifest_id = excluded.manifest_id, updated_at = excluded.updated_at",
     )?
-    .execute(params![repo_id, tag, manifest_id, now])?;
+    .execute(params![repo_id, tag, manifest_id, at])?;
     Ok(())
 }
 

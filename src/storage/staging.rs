@@ -178,3 +178,92 @@ pub(super) async fn blocking<T: Send + 'static>(
         .await
         .map_err(io::Error::other)?
 }
+
+/// A file brought into staging from outside the registry (an import), hashed on the way.
+pub struct Adopted {
+    path: PathBuf,
+    /// Hard-linked (no bytes copied) rather than copied.
+    pub linked: bool,
+    pub progress: Progress,
+}
+
+impl Adopted {
+    /// The file, for `BlobStore::commit` once its digest is checked.
+    pub fn into_staged(self) -> Staged {
+        Staged { path: self.path }
+    }
+
+    /// Drop the file (a digest that did not match).
+    pub async fn discard(self) {
+        let path = self.path;
+        let _ = blocking(move || std::fs::remove_file(path)).await;
+    }
+}
+
+/// Names of adopted files: never an upload id, so garbage collection's sweep of abandoned
+/// upload files leaves them alone (a hard link keeps its source's old modification time).
+const ADOPT_PREFIX: &str = "adopt-";
+
+impl Staging {
+    /// Bring `src` into staging: hard-linked when it is on the same file system (no bytes
+    /// move; `src` itself is not changed), copied otherwise; either way hashed with `alg`
+    /// from the staged file. The caller compares the digest before committing.
+    pub async fn adopt(&self, src: &Path, alg: Algorithm) -> io::Result<Adopted> {
+        let mut raw = [0u8; 16];
+        getrandom::fill(&mut raw).map_err(|e| io::Error::other(e.to_string()))?;
+        let name = format!("{ADOPT_PREFIX}{}", UploadId::from_random(raw));
+        let path = self.dir.join(name);
+        let src = src.to_path_buf();
+        blocking(move || {
+            let linked = std::fs::hard_link(&src, &path).is_ok();
+            if !linked {
+                let copied = (|| {
+                    let mut from = std::fs::File::open(&src)?;
+                    let mut to = secure::file_options()
+                        .write(true)
+                        .create_new(true)
+                        .open(&path)?;
+                    io::copy(&mut from, &mut to)
+                })();
+                if let Err(e) = copied {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e);
+                }
+            }
+            match writer::rehash(&path, alg) {
+                Ok(progress) => Ok(Adopted {
+                    path,
+                    linked,
+                    progress,
+                }),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    Err(e)
+                }
+            }
+        })
+        .await
+    }
+
+    /// Remove adopted files an interrupted import left behind. Only while no import runs.
+    pub async fn sweep_adopted(&self) -> io::Result<()> {
+        let dir = self.dir.clone();
+        blocking(move || {
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                if entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(ADOPT_PREFIX)
+                {
+                    match std::fs::remove_file(entry.path()) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                        _ => {}
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}

@@ -24,7 +24,9 @@ use std::sync::{Arc, Mutex};
 use futures_util::future::BoxFuture;
 
 pub use plan::{Cutoffs, FoundFile, Plan};
-pub use report::{BlobItem, FileItem, LinkItem, ManifestItem, Report, UploadItem, human_bytes};
+pub use report::{
+    BlobItem, FileItem, LinkItem, ManifestItem, Report, UploadItem, count, human_bytes,
+};
 
 use super::{Error, Registry, Result};
 use crate::db::gc as q;

@@ -258,6 +258,6 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 /// `1 blob`, `2 blobs`.
-fn count(n: usize, one: &str, many: &str) -> String {
+pub fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -179,3 +179,48 @@ fn checked(path: &Path, d: &Digest) -> Vec<u8> {
     );
     bytes
 }
+
+/// Write an OCI image layout at `dir` whose tag `tag` is an image index of one image per
+/// platform (`os/arch`), each from its own seed. Returns the index digest and the images.
+pub fn write_oci_index_layout(
+    dir: &Path,
+    tag: &str,
+    platforms: &[(&str, u64)],
+) -> (Digest, Vec<Image>) {
+    let blobs = dir.join("blobs").join("sha256");
+    let mut images = Vec::new();
+    let mut entries = Vec::new();
+    for (platform, seed) in platforms {
+        let image = write_oci_layout(dir, "unused", *seed);
+        let (os, arch) = platform.split_once('/').unwrap();
+        let size = fs::metadata(blobs.join(image.manifest.hex()))
+            .unwrap()
+            .len();
+        entries.push(json!({
+            "mediaType": OCI_MANIFEST,
+            "digest": image.manifest.to_string(),
+            "size": size,
+            "platform": {"os": os, "architecture": arch},
+        }));
+        images.push(image);
+    }
+    let index = serde_json::to_vec_pretty(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": entries,
+    }))
+    .unwrap();
+    let (digest, size) = store(&blobs, &index);
+    let top = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{
+            "mediaType": OCI_INDEX,
+            "digest": digest.to_string(),
+            "size": size,
+            "annotations": {REF_NAME: tag},
+        }],
+    });
+    fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    (digest, images)
+}

@@ -11,6 +11,7 @@ pub mod images;
 pub mod net;
 pub mod pebble;
 pub mod prng;
+pub mod registry2;
 pub mod server;
 
 use std::sync::Arc;
