@@ -117,6 +117,39 @@ pub fn add_user(
     })
 }
 
+/// Add a user with a bcrypt hash from an htpasswd file or Caddyfile (checked by
+/// `htpasswd::check_hash`), and grants. The hash is replaced by argon2id at the user's first
+/// successful login. An existing user is left as it is: `Ok(false)`.
+pub fn import_user(
+    db: &Db,
+    now: i64,
+    actor: &Actor<'_>,
+    name: &str,
+    bcrypt_hash: &str,
+    grants: &[(Pattern, Actions)],
+) -> Result<bool, AccountError> {
+    valid_name(name)?;
+    let hash = super::htpasswd::check_hash(bcrypt_hash).map_err(AccountError::Internal)?;
+    db.write_blocking(|tx| {
+        if !users::insert(tx, name, &hash, false, now)? {
+            return Ok(false);
+        }
+        let id = user_id(tx, name)?;
+        for (pattern, actions) in grants {
+            users::grant(tx, id, pattern.as_str(), &actions.to_string())?;
+        }
+        let granted: Vec<String> = grants.iter().map(|(p, a)| format!(" {p}:{a}")).collect();
+        log(
+            tx,
+            now,
+            actor,
+            "user.import",
+            format!("{name} (bcrypt){}", granted.concat()),
+        )?;
+        Ok(true)
+    })
+}
+
 pub(super) fn user_id(tx: &Conn, name: &str) -> Result<i64, AccountError> {
     users::by_name(tx, name)?
         .map(|u| u.id)

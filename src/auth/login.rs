@@ -192,7 +192,8 @@ impl Auth {
         };
         let p = password.to_string();
         let permit = self.argon2.acquire().await;
-        let ok = tokio::task::spawn_blocking(move || password::verify(&p, &hash))
+        let old = hash.clone();
+        let ok = tokio::task::spawn_blocking(move || password::verify(&p, &old))
             .await
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         drop(permit);
@@ -201,6 +202,9 @@ impl Auth {
             return Ok(None);
         }
         attempt.succeeded();
+        if super::htpasswd::is_bcrypt(&hash) {
+            self.upgrade_hash(user_id, hash, password).await;
+        }
         self.db.write_detached("a login time", move |tx| {
             users::touch_login(tx, user_id, now)
         });
@@ -221,6 +225,28 @@ impl Auth {
 }
 
 impl Auth {
+    /// Replace an imported bcrypt hash by argon2id of the password that just matched it. A
+    /// failure only postpones it to the next login.
+    async fn upgrade_hash(&self, user_id: i64, old: String, password: &str) {
+        let p = password.to_string();
+        let permit = self.argon2.acquire().await;
+        let new = tokio::task::spawn_blocking(move || password::hash(&p)).await;
+        drop(permit);
+        let Ok(Ok(new)) = new else {
+            tracing::warn!(user_id, "cannot hash a password to replace its bcrypt hash");
+            return;
+        };
+        let replaced = self
+            .db
+            .write(move |tx| users::upgrade_hash(tx, user_id, &old, &new))
+            .await;
+        match replaced {
+            Ok(true) => tracing::info!(user_id, "imported bcrypt hash replaced by argon2id"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(user_id, error = %e, "cannot replace a bcrypt hash"),
+        }
+    }
+
     /// One database read: the auth epoch and, unless `key` is cached at that epoch, the user
     /// and their state.
     async fn lookup(&self, name: &str, key: &str, now: i64) -> Result<Lookup, AuthError> {

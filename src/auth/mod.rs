@@ -13,6 +13,7 @@ pub mod accounts;
 pub mod bearer;
 mod cache;
 mod deferred;
+pub mod htpasswd;
 mod login;
 pub mod password;
 pub mod pattern;

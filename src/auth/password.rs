@@ -15,8 +15,12 @@ pub fn hash(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Whether `password` matches the stored PHC string (a malformed string never matches).
+/// Whether `password` matches the stored PHC string (a malformed string never matches), or
+/// an imported bcrypt hash (`super::htpasswd`), which the login then replaces.
 pub fn verify(password: &str, phc: &str) -> bool {
+    if super::htpasswd::is_bcrypt(phc) {
+        return bcrypt::verify(password, phc).unwrap_or(false);
+    }
     PasswordHash::new(phc)
         .map(|h| {
             Argon2::default()
@@ -47,5 +51,15 @@ mod tests {
         assert!(!verify("x", "not a hash"));
         assert_ne!(hash("correct horse").unwrap(), h, "salted");
         assert_eq!(random().unwrap().len(), 24);
+    }
+
+    #[test]
+    fn imported_bcrypt_hashes_verify() {
+        let h = bcrypt::hash("old secret", 4).unwrap();
+        assert!(verify("old secret", &h));
+        assert!(!verify("old secreT", &h));
+        // htpasswd writes $2y$, Caddy $2a$: the same algorithm.
+        let y = h.replacen("$2b$", "$2y$", 1);
+        assert!(verify("old secret", &y));
     }
 }

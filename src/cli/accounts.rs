@@ -48,6 +48,16 @@ pub enum UserCommand {
     },
     /// Remove a user's grant on PATTERN.
     Revoke { name: String, pattern: String },
+    /// Add the users of an htpasswd file (`htpasswd -B`) or of a Caddyfile's basicauth
+    /// blocks with their bcrypt hashes: their passwords keep working, and each is re-hashed
+    /// with argon2id at its first login. Existing users are left as they are.
+    ImportHtpasswd {
+        file: std::path::PathBuf,
+        /// PATTERN:ACTIONS given to every imported user, e.g. 'team-a/**:pull,push'; repeat
+        /// for several.
+        #[arg(long = "grant", value_name = "PATTERN:ACTIONS")]
+        grants: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -207,6 +217,66 @@ pub fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
         UserCommand::Revoke { name, pattern } => {
             accounts::revoke_grant(&db, now, &CLI, &name, &pattern)?
         }
+        UserCommand::ImportHtpasswd { file, grants } => import_htpasswd(&db, now, &file, &grants)?,
+    }
+    Ok(())
+}
+
+/// The largest users file read: thousands of lines.
+const MAX_USERS_FILE: u64 = 1 << 20;
+
+fn import_htpasswd(
+    db: &Db,
+    now: i64,
+    file: &std::path::Path,
+    grants: &[String],
+) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    let grants = grants
+        .iter()
+        .map(|g| accounts::parse_scope(g))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut text = String::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(MAX_USERS_FILE + 1).read_to_string(&mut text))
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    if text.len() as u64 > MAX_USERS_FILE {
+        bail!("{} is larger than {MAX_USERS_FILE} bytes", file.display());
+    }
+    let entries = crate::auth::htpasswd::parse(&text);
+    if entries.is_empty() {
+        bail!(
+            "no users in {}: expected NAME:HASH lines or a Caddyfile basicauth block",
+            file.display()
+        );
+    }
+    let (mut added, mut existing, mut refused) = (0, 0, 0);
+    for e in entries {
+        let outcome = e
+            .hash
+            .map_err(anyhow::Error::msg)
+            .and_then(|h| Ok(accounts::import_user(db, now, &CLI, &e.name, &h, &grants)?));
+        match outcome {
+            Ok(true) => {
+                added += 1;
+                println!("added     {}", e.name);
+            }
+            Ok(false) => {
+                existing += 1;
+                println!("exists    {} (left as it is)", e.name);
+            }
+            Err(why) => {
+                refused += 1;
+                println!("skipped   {} (line {}): {why}", e.name, e.line);
+            }
+        }
+    }
+    println!("{added} added, {existing} already there, {refused} skipped");
+    if refused > 0 {
+        bail!(
+            "{refused} of the users in {} could not be imported",
+            file.display()
+        );
     }
     Ok(())
 }

@@ -77,6 +77,15 @@ pub fn set_password(c: &Connection, id: i64, hash: &str) -> Result<()> {
     Ok(())
 }
 
+/// Replace an imported hash by an argon2id one of the same password, unless the password
+/// changed meanwhile. The stamp stays: tokens issued under the old hash remain valid.
+pub fn upgrade_hash(c: &Connection, id: i64, old: &str, new: &str) -> Result<bool> {
+    Ok(c.execute(
+        "UPDATE users SET password_hash = ?3 WHERE id = ?1 AND password_hash = ?2",
+        params![id, old, new],
+    )? > 0)
+}
+
 pub fn set_disabled(c: &Connection, id: i64, disabled: bool) -> Result<()> {
     c.execute(
         "UPDATE users SET disabled = ?2, stamp = random() WHERE id = ?1 AND disabled != ?2",

@@ -21,6 +21,7 @@ mod e2e_gc;
 mod e2e_refusals;
 mod e2e_skopeo;
 mod gc;
+mod htpasswd;
 mod import;
 mod limits;
 mod listeners;
