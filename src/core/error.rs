@@ -48,6 +48,9 @@ pub enum Error {
     /// The folder given to an import is not what it should be.
     #[error("{0}")]
     ImportSource(String),
+    /// A backup, restore or check that cannot go on (the text says why).
+    #[error("{0}")]
+    Backup(String),
     #[error("database: {0}")]
     Db(#[from] DbError),
     #[error("storage: {0}")]

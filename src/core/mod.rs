@@ -4,6 +4,7 @@
 //! and speaks in `oci` types; never the reverse. Handlers never open a transaction: every
 //! change that touches several rows is one `Db::write` here.
 
+pub mod backup;
 mod blobs;
 mod error;
 pub mod gc;

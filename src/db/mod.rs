@@ -6,6 +6,7 @@
 //! a small pool of readers, which WAL lets run beside the writer.
 
 pub mod audit;
+pub mod backup;
 pub mod blobs;
 pub mod gc;
 pub mod manifests;

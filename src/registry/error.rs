@@ -132,9 +132,10 @@ fn core_response(e: Error) -> Response {
         Error::ManifestBlobUnknown(_) => (S::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
         Error::TooManyUploads { .. } => (S::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
         // Administration errors; no /v2 request leads to them.
-        Error::PolicyInvalid(_) | Error::PolicyUnknown(_) | Error::ImportSource(_) => {
-            (S::BAD_REQUEST, "UNSUPPORTED")
-        }
+        Error::PolicyInvalid(_)
+        | Error::PolicyUnknown(_)
+        | Error::ImportSource(_)
+        | Error::Backup(_) => (S::BAD_REQUEST, "UNSUPPORTED"),
         // A refusal the client cannot fix by retrying: clients stop at once and show it.
         Error::OutOfSpace { .. } => (S::FORBIDDEN, "DENIED"),
         _ if e.is_storage_full() => return storage_full(&e),

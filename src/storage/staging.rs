@@ -179,7 +179,8 @@ pub(super) async fn blocking<T: Send + 'static>(
         .map_err(io::Error::other)?
 }
 
-/// A file brought into staging from outside the registry (an import), hashed on the way.
+/// A file brought into staging from outside the upload path (an import, a copy between
+/// stores), hashed on the way.
 pub struct Adopted {
     path: PathBuf,
     /// Hard-linked (no bytes copied) rather than copied.
@@ -243,6 +244,87 @@ impl Staging {
             }
         })
         .await
+    }
+
+    /// Write `body` into a new staged file, hashed with `alg` on the way (a blob copied from
+    /// another store: a backup, a restore). The caller compares the digest.
+    pub async fn receive<S>(&self, mut body: S, alg: Algorithm) -> io::Result<Adopted>
+    where
+        S: futures_util::Stream<Item = io::Result<bytes::Bytes>> + Unpin,
+    {
+        use futures_util::StreamExt as _;
+        use tokio::io::AsyncWriteExt as _;
+        let mut raw = [0u8; 16];
+        getrandom::fill(&mut raw).map_err(|e| io::Error::other(e.to_string()))?;
+        let path = self
+            .dir
+            .join(format!("{ADOPT_PREFIX}{}", UploadId::from_random(raw)));
+        let written = async {
+            let file = secure::file_options()
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            let mut file = tokio::fs::File::from_std(file);
+            let mut progress = Progress::new(alg);
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk?;
+                progress.hasher.update(&chunk);
+                progress.len += chunk.len() as u64;
+                file.write_all(&chunk).await?;
+            }
+            file.flush().await?;
+            Ok::<_, io::Error>(progress)
+        }
+        .await;
+        match written {
+            Ok(progress) => Ok(Adopted {
+                path,
+                linked: false,
+                progress,
+            }),
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&path).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// `receive` from a blocking reader (an entry of a tar stream). Blocking.
+    pub fn receive_blocking(&self, body: &mut dyn io::Read, alg: Algorithm) -> io::Result<Adopted> {
+        let mut raw = [0u8; 16];
+        getrandom::fill(&mut raw).map_err(|e| io::Error::other(e.to_string()))?;
+        let path = self
+            .dir
+            .join(format!("{ADOPT_PREFIX}{}", UploadId::from_random(raw)));
+        let written = (|| {
+            let mut file = secure::file_options()
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            let mut progress = Progress::new(alg);
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = body.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                progress.hasher.update(&buf[..n]);
+                progress.len += n as u64;
+                io::Write::write_all(&mut file, &buf[..n])?;
+            }
+            Ok::<_, io::Error>(progress)
+        })();
+        match written {
+            Ok(progress) => Ok(Adopted {
+                path,
+                linked: false,
+                progress,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
+        }
     }
 
     /// Remove adopted files an interrupted import left behind. Only while no import runs.

@@ -9,6 +9,7 @@ mod api_blobs;
 mod api_listing;
 mod api_manifests;
 mod api_uploads;
+mod backup;
 mod busy;
 mod cli_accounts;
 mod cli_tokens;
