@@ -139,6 +139,7 @@ async fn answer(stream: UnixStream, registry: Registry) -> std::io::Result<()> {
             let options = ImportOptions {
                 dry_run,
                 overwrite_tags,
+                ..ImportOptions::default()
             };
             import(&registry, dir, options, &mut write).await?
         }
@@ -158,7 +159,8 @@ async fn send(
 }
 
 /// Run an import, sending its progress at most every 200 ms. A client that goes away (an
-/// interrupted command) ends the import between two steps: each step is whole.
+/// interrupted command) ends the import between two steps: the import runs in a task of its
+/// own, told to stop, never dropped in the middle of one.
 async fn import(
     registry: &Registry,
     dir: std::path::PathBuf,
@@ -169,21 +171,28 @@ async fn import(
     let on_progress = std::sync::Arc::new(move |p| {
         let _ = tx.send(p);
     });
-    let run = registry.import_registry2(dir, options, on_progress);
-    tokio::pin!(run);
+    let stop = options.stop.clone();
+    let registry = registry.clone();
+    let mut run =
+        tokio::spawn(async move { registry.import_registry2(dir, options, on_progress).await });
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
             done = &mut run => {
                 return Ok(match done {
-                    Ok(r) => Answer::Import(Box::new(r)),
+                    Ok(Ok(r)) => Answer::Import(Box::new(r)),
+                    Ok(Err(e)) => Answer::Error(format!("import failed: {e}")),
                     Err(e) => Answer::Error(format!("import failed: {e}")),
                 });
             }
             _ = tick.tick() => {
                 if rx.has_changed().unwrap_or(false) {
                     let p = *rx.borrow_and_update();
-                    send(write, &Answer::Progress(p)).await?;
+                    if let Err(e) = send(write, &Answer::Progress(p)).await {
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        let _ = run.await;
+                        return Err(e);
+                    }
                 }
             }
         }

@@ -50,6 +50,7 @@ pub fn import(config: Config, cmd: ImportCommand) -> anyhow::Result<()> {
     let options = ImportOptions {
         dry_run,
         overwrite_tags,
+        ..ImportOptions::default()
     };
     let bar = Arc::new(Bar::new());
     let shown = bar.clone();

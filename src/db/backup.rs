@@ -58,25 +58,71 @@ pub fn has_blob(c: &Connection, digest: &str) -> Result<bool> {
     )?)
 }
 
-/// Whether a manifest lists the blob.
-pub fn blob_in_use(c: &Connection, digest: &str) -> Result<bool> {
-    Ok(c.query_row(
-        "SELECT EXISTS(SELECT 1 FROM manifest_blobs WHERE digest = ?1)",
-        [digest],
-        |r| r.get(0),
-    )?)
+/// A blob recorded in the snapshot `snap` is gone from the store. When the server collected it
+/// since (the live database `live` has no record of it, nor of any manifest of the snapshot
+/// that uses it, nor of any index over those), drop it and those manifests from the snapshot
+/// and return `None`: the backup is then the registry at the snapshot's instant less images
+/// deleted and collected during the backup. Otherwise the data directory is damaged: `Some`
+/// says what still needs the blob.
+pub fn forget_collected(
+    snap: &mut Connection,
+    live: &Connection,
+    digest: &str,
+) -> Result<Option<String>> {
+    if has_blob(live, digest)? {
+        return Ok(Some("it is still recorded".into()));
+    }
+    let tx = snap.transaction()?;
+    let mut gone: Vec<i64> = Vec::new();
+    let mut queue: Vec<(i64, String, i64, String)> = {
+        let mut st = tx.prepare(
+            "SELECT m.id, r.name, m.repository_id, m.digest FROM manifest_blobs mb
+             JOIN manifests m ON m.id = mb.manifest_id
+             JOIN repositories r ON r.id = m.repository_id WHERE mb.digest = ?1",
+        )?;
+        st.query_map([digest], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?
+    };
+    while let Some((id, repo, repo_id, m)) = queue.pop() {
+        if gone.contains(&id) {
+            continue;
+        }
+        let live_has: bool = live.query_row(
+            "SELECT EXISTS(SELECT 1 FROM manifests m JOIN repositories r ON r.id = m.repository_id
+                           WHERE r.name = ?1 AND m.digest = ?2)",
+            params![repo, m],
+            |r| r.get(0),
+        )?;
+        if live_has {
+            return Ok(Some(format!("{repo}@{m} uses it")));
+        }
+        gone.push(id);
+        let mut st = tx.prepare(
+            "SELECT m.id, m.digest FROM manifest_children mc JOIN manifests m ON m.id = mc.manifest_id
+             WHERE m.repository_id = ?1 AND mc.child_digest = ?2",
+        )?;
+        let parents: Vec<(i64, String)> = st
+            .query_map(params![repo_id, m], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (pid, pd) in parents {
+            queue.push((pid, repo.clone(), repo_id, pd));
+        }
+    }
+    for id in gone {
+        // Tags, blob lists and child lists go with it (ON DELETE CASCADE).
+        tx.execute("DELETE FROM manifests WHERE id = ?1", [id])?;
+    }
+    tx.execute("DELETE FROM repository_blobs WHERE digest = ?1", [digest])?;
+    tx.execute("DELETE FROM blobs WHERE digest = ?1", [digest])?;
+    tx.commit()?;
+    Ok(None)
 }
 
-/// Make a snapshot a backup: no upload sessions (their bytes are not in it), and no rows of
-/// blobs collected between the snapshot and their copy (nothing listed them).
-pub fn trim_snapshot(c: &mut Connection, collected: &[String]) -> Result<()> {
-    let tx = c.transaction()?;
-    tx.execute("DELETE FROM uploads", [])?;
-    for d in collected {
-        tx.execute("DELETE FROM repository_blobs WHERE digest = ?1", [d])?;
-        tx.execute("DELETE FROM blobs WHERE digest = ?1", [d])?;
-    }
-    tx.commit()?;
+/// Make a snapshot a backup: no upload sessions (their bytes are not in it).
+pub fn drop_uploads(c: &Connection) -> Result<()> {
+    c.execute("DELETE FROM uploads", [])?;
     Ok(())
 }
 
@@ -173,4 +219,78 @@ pub fn manifests(c: &Connection) -> Result<Vec<(String, String)>> {
     )?;
     let rows = st.query_map(params![], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::tests_support::memory;
+
+    /// repo `r`: image `m1` (blobs a, b) listed by index `i1`; image `m2` (blob b), tagged.
+    fn registry() -> Connection {
+        let c = memory();
+        c.execute_batch(
+            "INSERT INTO repositories (id, name, created_at) VALUES (1, 'r', 0);
+             INSERT INTO blobs (digest, size, created_at) VALUES ('a', 1, 0), ('b', 2, 0);
+             INSERT INTO repository_blobs (repository_id, digest, seen_at) VALUES (1, 'a', 0), (1, 'b', 0);
+             INSERT INTO manifests (id, repository_id, digest, media_type, size, content, pushed_at)
+               VALUES (1, 1, 'm1', 'x', 1, X'00', 0), (2, 1, 'i1', 'x', 1, X'00', 0),
+                      (3, 1, 'm2', 'x', 1, X'00', 0);
+             INSERT INTO manifest_blobs (manifest_id, digest) VALUES (1, 'a'), (1, 'b'), (3, 'b');
+             INSERT INTO manifest_children (manifest_id, child_digest) VALUES (2, 'm1');
+             INSERT INTO tags (repository_id, name, manifest_id, updated_at) VALUES (1, 'v1', 2, 0), (1, 'v2', 3, 0);",
+        )
+        .unwrap();
+        c
+    }
+
+    fn manifests_of(c: &Connection) -> Vec<String> {
+        let mut st = c
+            .prepare("SELECT digest FROM manifests ORDER BY digest")
+            .unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_blob_collected_with_its_images_leaves_the_snapshot_with_them() {
+        let mut snap = registry();
+        // Live: tag v1 deleted, then i1, m1 and blob a collected.
+        let live = registry();
+        live.execute_batch(
+            "DELETE FROM manifests WHERE id IN (1, 2);
+             DELETE FROM repository_blobs WHERE digest = 'a'; DELETE FROM blobs WHERE digest = 'a';",
+        )
+        .unwrap();
+        assert_eq!(forget_collected(&mut snap, &live, "a").unwrap(), None);
+        assert_eq!(manifests_of(&snap), ["m2"]);
+        assert!(!has_blob(&snap, "a").unwrap());
+        assert!(has_blob(&snap, "b").unwrap());
+        assert!(
+            problems(&snap).unwrap().is_empty(),
+            "{:?}",
+            problems(&snap).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_blob_missing_while_something_live_needs_it_is_damage() {
+        let mut snap = registry();
+        let live = registry();
+        // Still recorded live.
+        assert!(
+            forget_collected(&mut snap, &live, "a")
+                .unwrap()
+                .unwrap()
+                .contains("still recorded")
+        );
+        // Record gone, but the image using it is still live: not what a collection does.
+        live.execute_batch("DELETE FROM manifest_blobs WHERE digest = 'a'; DELETE FROM repository_blobs WHERE digest = 'a'; DELETE FROM blobs WHERE digest = 'a';")
+            .unwrap();
+        let why = forget_collected(&mut snap, &live, "a").unwrap().unwrap();
+        assert_eq!(why, "r@m1 uses it");
+        assert_eq!(manifests_of(&snap), ["i1", "m1", "m2"], "nothing dropped");
+    }
 }

@@ -35,7 +35,7 @@ use crate::oci::Digest;
 pub use data_dir::DataDir;
 pub use fs::FsStore;
 pub use reader::BlobStream;
-pub use staging::{Adopted, AppendError, Progress, Staged, StagedFile, Staging};
+pub use staging::{Adopted, AppendError, Progress, Staged, StagedFile, Staging, open_regular};
 
 /// Whether finished writes are forced to the disk before they are acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

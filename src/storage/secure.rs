@@ -35,7 +35,9 @@ pub fn file_options() -> fs::OpenOptions {
 /// Make the data directory owner-only: create it 0700 if missing, and take away every group
 /// and other permission from it and everything in it. Returns the paths that were repaired.
 /// Symbolic links below it are neither followed nor changed. A file that vanishes during the walk (an
-/// upload finished by a running server) is skipped.
+/// upload finished by a running server) is skipped. A regular file with more than one link is
+/// left as it is: a blob that `berth import` hard-linked shares its inode (and mode) with the
+/// registry it came from, which is never changed; the 0700 folders above keep it private here.
 pub fn secure_data_dir(root: &Path) -> io::Result<Vec<PathBuf>> {
     create_dir(root)?;
     // The data directory itself may be a link (/var/lib/berth -> /srv/berth): follow it. It is
@@ -50,7 +52,9 @@ pub fn secure_data_dir(root: &Path) -> io::Result<Vec<PathBuf>> {
             _ => continue,
         };
         let mode = meta.permissions().mode() & 0o7777;
+        let shared = meta.is_file() && std::os::unix::fs::MetadataExt::nlink(&meta) > 1;
         if mode & 0o077 != 0
+            && !shared
             && gone_is_none(fs::set_permissions(
                 &path,
                 fs::Permissions::from_mode(mode & 0o700),

@@ -171,6 +171,23 @@ impl Staging {
     }
 }
 
+/// Open a file for reading only if it is a regular file, without following a final symbolic
+/// link or blocking on a FIFO.
+pub fn open_regular(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok(file)
+}
+
 pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
@@ -216,16 +233,26 @@ impl Staging {
         let path = self.dir.join(name);
         let src = src.to_path_buf();
         blocking(move || {
-            let linked = std::fs::hard_link(&src, &path).is_ok();
+            // Only a regular file: never a link to elsewhere, a FIFO, a device.
+            let mut from = open_regular(&src)?;
+            let linked = std::fs::hard_link(&src, &path).is_ok()
+                && match std::fs::symlink_metadata(&path) {
+                    // `src` could have been swapped for a link since it was opened.
+                    Ok(m) if m.is_file() => true,
+                    _ => {
+                        let _ = std::fs::remove_file(&path);
+                        false
+                    }
+                };
             if !linked {
                 let copied = (|| {
-                    let mut from = std::fs::File::open(&src)?;
                     let mut to = secure::file_options()
                         .write(true)
                         .create_new(true)
                         .open(&path)?;
                     io::copy(&mut from, &mut to)
                 })();
+                drop(from);
                 if let Err(e) = copied {
                     let _ = std::fs::remove_file(&path);
                     return Err(e);

@@ -265,6 +265,16 @@ async fn backup_while_pushing_restores_and_is_incremental() {
         );
     }
     assert_eq!(second["blobs_removed"], 0);
+    // A copy in the folder that was cut short is copied again by the next run.
+    let (cut, _) = now.iter().next().unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(cut)
+        .unwrap()
+        .set_len(1)
+        .unwrap();
+    let third = json(berth(&data, &["backup", "--json"]).arg(&dest));
+    assert_eq!(third["blobs_copied"], 1, "{third:#}");
     let restored2 = tmp.path().join("restored2");
     json(berth(&restored2, &["restore", "--json"]).arg(&dest));
     let again = Server::start(&restored2, &[]);

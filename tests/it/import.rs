@@ -17,7 +17,7 @@ use crate::common::cmd::{expect_failure, output, run};
 use crate::common::containers::Clients;
 use crate::common::images::{write_oci_index_layout, write_oci_layout};
 use crate::common::registry2::Registry2;
-use crate::common::{ADMIN_PASSWORD, Server};
+use crate::common::{ADMIN_PASSWORD, Server, require_tool};
 
 fn berth(data: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
@@ -34,9 +34,10 @@ fn import(data: &Path, source: &Path, extra: &[&str]) -> Value {
     serde_json::from_str(&run(&mut cmd)).unwrap()
 }
 
-/// Every file under `root` with a hash of its bytes: the source must never change.
-fn tree(root: &Path) -> BTreeMap<PathBuf, Digest> {
-    fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<PathBuf, Digest>) {
+/// Every file under `root` with a hash of its bytes and its mode: the source must never
+/// change.
+fn tree(root: &Path) -> BTreeMap<PathBuf, (Digest, u32)> {
+    fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<PathBuf, (Digest, u32)>) {
         for e in fs::read_dir(dir).unwrap() {
             let e = e.unwrap();
             let t = e.file_type().unwrap();
@@ -44,7 +45,8 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, Digest> {
                 walk(&e.path(), root, out);
             } else {
                 let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
-                out.insert(rel, Digest::sha256_of(&fs::read(e.path()).unwrap()));
+                let mode = e.metadata().unwrap().mode();
+                out.insert(rel, (Digest::sha256_of(&fs::read(e.path()).unwrap()), mode));
             }
         }
     }
@@ -180,10 +182,30 @@ async fn imports_a_registry2_storage_directory_while_serving() {
     let dangling = v2.join("repositories/team/oci/_manifests/tags/gone/current/link");
     fs::create_dir_all(dangling.parent().unwrap()).unwrap();
     fs::write(&dangling, nothing.to_string()).unwrap();
+    // A schema1 manifest from older days, as registry:2 stored those.
+    let schema1 = br#"{"schemaVersion":1,"name":"old/app","tag":"1","architecture":"amd64","fsLayers":[],"history":[],"signatures":[]}"#;
+    let d_schema1 = Digest::sha256_of(schema1);
+    let blob = v2.join(format!(
+        "blobs/sha256/{}/{}/data",
+        &d_schema1.hex()[..2],
+        d_schema1.hex()
+    ));
+    fs::create_dir_all(blob.parent().unwrap()).unwrap();
+    fs::write(&blob, schema1).unwrap();
+    for link in [
+        format!(
+            "repositories/old/app/_manifests/revisions/sha256/{}/link",
+            d_schema1.hex()
+        ),
+        "repositories/old/app/_manifests/tags/1/current/link".to_string(),
+    ] {
+        fs::create_dir_all(v2.join(&link).parent().unwrap()).unwrap();
+        fs::write(v2.join(&link), d_schema1.to_string()).unwrap();
+    }
     let before = tree(&root);
 
     let data = tmp.path().join("data");
-    let server = Server::start(&data, &[]);
+    let mut server = Server::start(&data, &[]);
     // A dry run changes nothing and says what a run would do.
     let dry = import(&data, &root, &["--dry-run"]);
     assert_eq!(dry["dry_run"], true);
@@ -222,7 +244,17 @@ async fn imports_a_registry2_storage_directory_while_serving() {
         named("team/oci:gone").unwrap().contains("does not hold"),
         "{skipped:?}"
     );
-    assert_eq!(skipped.len(), 3, "{skipped:?}");
+    assert!(
+        named(&format!("old/app@{d_schema1}"))
+            .unwrap()
+            .contains("schema1"),
+        "{skipped:?}"
+    );
+    assert!(
+        named("old/app:1").unwrap().contains("left out"),
+        "{skipped:?}"
+    );
+    assert_eq!(skipped.len(), 5, "{skipped:?}");
 
     // Every good image pulls back with the digest registry:2 reported, blobs verified.
     assert_eq!(pull_back(&clients, &server, "team/oci", "1", false), d_oci);
@@ -263,6 +295,11 @@ async fn imports_a_registry2_storage_directory_while_serving() {
     }
     assert_eq!(again["present"]["manifests"], 6, "{again:#}");
     assert_eq!(again["present"]["tags"], 5, "{again:#}");
+    // A restart repairs the modes of the data directory: not those of files it shares with
+    // the source.
+    server.terminate();
+    let server = Server::start(&data, &[]);
+    assert_eq!(pull_back(&clients, &server, "team/oci", "1", false), d_oci);
     assert_eq!(tree(&root), before, "the source changed");
 
     // A tag moved in berth since is kept unless the source is told to win.
@@ -330,7 +367,29 @@ async fn imports_without_a_server_by_copying() {
         &[],
         tmp.path(),
     );
+    // An image whose config file in the source is a symbolic link (to the right bytes):
+    // only regular files are taken.
+    let third = tmp.path().join("third");
+    let linked_image = write_oci_layout(&third, "1", 203);
+    let third_src = format!("oci:{}:1", third.display());
+    push(
+        &clients,
+        &third_src,
+        &format!("docker://{}/c:1", r2.host()),
+        &[],
+        tmp.path(),
+    );
     drop(r2);
+    let config = &linked_image.config;
+    let config_path = Registry2::v2(&root).join(format!(
+        "blobs/sha256/{}/{}/data",
+        &config.hex()[..2],
+        config.hex()
+    ));
+    let elsewhere = tmp.path().join("config-elsewhere");
+    fs::copy(&config_path, &elsewhere).unwrap();
+    fs::remove_file(&config_path).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &config_path).unwrap();
     // Flip the bytes of one of b's layers in the source.
     let layer = &corrupt.layers[1];
     let path = Registry2::v2(&root).join(format!(
@@ -345,6 +404,22 @@ async fn imports_without_a_server_by_copying() {
     let data = tmp.path().join("data");
     // The data directory exists once a server has started on it.
     drop(Server::start(&data, &[]));
+    // On a terminal (script(1) gives it one) a progress bar counts bytes and objects.
+    let shown = run(Command::new(require_tool("script"))
+        .args(["-qec"])
+        .arg(format!(
+            "{} --data-dir {} import registry2 --dry-run {}",
+            env!("CARGO_BIN_EXE_berth"),
+            data.display(),
+            root.display()
+        ))
+        .arg("/dev/null")
+        .env_remove("BERTH_CONFIG"));
+    assert!(
+        shown.contains("100%") && shown.contains(" objects"),
+        "{shown}"
+    );
+    assert!(shown.contains("would import 2 manifests"), "{shown}");
     let report = import(&data, &root, &[]);
     assert_eq!(report["manifests"], 1, "{report:#}");
     assert_eq!(report["linked"], 0, "{report:#}");
@@ -358,6 +433,23 @@ async fn imports_without_a_server_by_copying() {
         why.contains(&layer.to_string()) && why.contains("digest"),
         "{why}"
     );
+    let why = skipped(&report)
+        .into_iter()
+        .find(|(w, _)| w.starts_with("c@"))
+        .map(|(_, why)| why)
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert!(why.contains(&config.to_string()), "{why}");
+    let mut stack = vec![data.join("blobs")];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let t = e.file_type().unwrap();
+            assert!(!t.is_symlink(), "{}", e.path().display());
+            if t.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
     let server = Server::start(&data, &[]);
     assert_eq!(pull_back(&clients, &server, "a", "1", false), good);
     let copied = image.config.hex().to_string();

@@ -149,7 +149,10 @@ pub async fn backup(
             let mut raw = [0u8; 8];
             getrandom::fill(&mut raw).map_err(|e| std::io::Error::other(e.to_string()))?;
             let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-            let snap = data.uploads().join(format!("backup-{hex}.db"));
+            for stale in data.stale_backup_snapshots(24 * 3600) {
+                let _ = std::fs::remove_file(stale);
+            }
+            let snap = data.backup_snapshot(&hex);
             let result = to_tar(&live, store.as_ref(), &snap, out, &mut report).await;
             let _ = std::fs::remove_file(&snap);
             result?;
@@ -174,33 +177,27 @@ async fn snapshot(live: &Path, snap: &Path) -> Result<Vec<(String, u64)>> {
 }
 
 /// A blob recorded in the snapshot but gone from the store: fine when the server collected it
-/// meanwhile (its record is gone too, and no manifest of the snapshot used it), else damage.
+/// meanwhile (`q::forget_collected` drops it from the snapshot), else damage.
 async fn vanished(live: &Path, snap: &Path, d: &str) -> Result<()> {
     let (live, snap, d) = (live.to_path_buf(), snap.to_path_buf(), d.to_string());
     blocking(move || {
-        let collected = !q::has_blob(&q::open_read_only(&live)?, &d)?
-            && !q::blob_in_use(&q::open_private(&snap)?, &d)?;
-        if collected {
-            Ok(())
-        } else {
-            Err(Error::Backup(format!(
-                "blob {d} is recorded but missing from the data directory; run `berth fsck`"
-            )))
+        let live = q::open_read_only(&live)?;
+        match q::forget_collected(&mut q::open_private(&snap)?, &live, &d)? {
+            None => Ok(()),
+            Some(why) => Err(Error::Backup(format!(
+                "blob {d} is missing from the data directory, but {why}; run `berth fsck`"
+            ))),
         }
     })
     .await
 }
 
-/// Record the collected blobs out of the snapshot, and count what it holds.
-async fn finish_snapshot(
-    snap: &Path,
-    collected: Vec<String>,
-    report: &mut BackupReport,
-) -> Result<()> {
+/// Drop upload sessions from the snapshot, and count what it holds.
+async fn finish_snapshot(snap: &Path, report: &mut BackupReport) -> Result<()> {
     let snap = snap.to_path_buf();
     let (repos, manifests, tags) = blocking(move || {
-        let mut c = q::open_private(&snap)?;
-        q::trim_snapshot(&mut c, &collected)?;
+        let c = q::open_private(&snap)?;
+        q::drop_uploads(&c)?;
         Ok(q::counts(&c)?)
     })
     .await?;
@@ -229,21 +226,28 @@ async fn to_dir(
     let target = FsStore::open(&dir.join("blobs"), Sync::Always)?;
     let snap = partial.join(DATABASE);
     let rows = snapshot(live, &snap).await?;
-    let mut collected = Vec::new();
     let mut kept: HashSet<Digest> = HashSet::with_capacity(rows.len());
     for (d, size) in &rows {
         let digest = parse_digest(d)?;
-        if matches!(target.stat(&digest).await, Ok(s) if s == *size) {
-            kept.insert(digest);
-            report.blobs += 1;
-            report.bytes += size;
-            continue;
+        match target.stat(&digest).await {
+            Ok(s) if s == *size => {
+                kept.insert(digest);
+                report.blobs += 1;
+                report.bytes += size;
+                continue;
+            }
+            // A damaged copy from an earlier run: commit keeps a file already in place.
+            Ok(_) => match target.delete(&digest).await {
+                Ok(_) | Err(StoreError::NotFound) => {}
+                Err(StoreError::Io(e)) => return Err(e.into()),
+            },
+            Err(_) => {}
         }
         let stream = match store.open(&digest, 0, *size).await {
             Ok(s) => s,
             Err(StoreError::NotFound) => {
                 vanished(live, &snap, d).await?;
-                collected.push(d.clone());
+                report.collected_meanwhile += 1;
                 continue;
             }
             Err(StoreError::Io(e)) => return Err(e.into()),
@@ -262,8 +266,7 @@ async fn to_dir(
         report.bytes_copied += size;
         kept.insert(digest);
     }
-    report.collected_meanwhile = collected.len() as u64;
-    finish_snapshot(&snap, collected, report).await?;
+    finish_snapshot(&snap, report).await?;
     // Every blob it records is in place: now the copy becomes the backup.
     let (from, to, folder) = (snap.clone(), dir.join(DATABASE), dir.to_path_buf());
     blocking(move || {
@@ -315,14 +318,13 @@ async fn to_tar(
     report: &mut BackupReport,
 ) -> Result<()> {
     let rows = snapshot(live, snap).await?;
-    let mut collected = Vec::new();
     for (d, size) in &rows {
         let digest = parse_digest(d)?;
         let mut stream = match store.open(&digest, 0, *size).await {
             Ok(s) => s,
             Err(StoreError::NotFound) => {
                 vanished(live, snap, d).await?;
-                collected.push(d.clone());
+                report.collected_meanwhile += 1;
                 continue;
             }
             Err(StoreError::Io(e)) => return Err(e.into()),
@@ -354,8 +356,7 @@ async fn to_tar(
         report.blobs_copied += 1;
         report.bytes_copied += size;
     }
-    report.collected_meanwhile = collected.len() as u64;
-    finish_snapshot(snap, collected, report).await?;
+    finish_snapshot(snap, report).await?;
     let mut db = std::fs::File::open(snap)?;
     let db_len = db.metadata()?.len();
     out.write_all(&tarball::header(DATABASE, db_len, report.created_at)?)?;

@@ -54,27 +54,41 @@ const NAMED: usize = 10;
 pub async fn restore(src: RestoreSource, data: &DataDir) -> Result<RestoreReport> {
     let started = Instant::now();
     let root = data.root().to_path_buf();
-    let occupied = match std::fs::read_dir(&root) {
-        Ok(mut entries) => entries.next().is_some(),
+    let existed = match std::fs::read_dir(&root) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Error::Backup(format!(
+                    "{} is not empty: restore into a new data directory",
+                    root.display()
+                )));
+            }
+            true
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(e.into()),
     };
-    if occupied {
-        return Err(Error::Backup(format!(
-            "{} is not empty: restore into a new data directory",
-            root.display()
-        )));
-    }
-    secure::create_dir(&root)?;
+    // No server may start on it meanwhile.
+    let lock = secure::lock_data_dir(data).map_err(|e| Error::Backup(e.to_string()))?;
     let result = build(src, data).await;
     match result {
         Ok(mut report) => {
+            std::fs::rename(data.restoring_database(), data.database())?;
+            std::fs::File::open(&root)?.sync_all()?;
+            drop(lock);
             report.data_dir = root.display().to_string();
             report.duration_ms = started.elapsed().as_millis() as u64;
             Ok(report)
         }
         Err(e) => {
-            let _ = std::fs::remove_dir_all(&root);
+            // Remove what this restore made, and nothing else.
+            let _ = std::fs::remove_dir_all(data.blobs());
+            let _ = std::fs::remove_dir_all(data.uploads());
+            let _ = std::fs::remove_file(data.restoring_database());
+            drop(lock);
+            let _ = std::fs::remove_file(data.lock_file());
+            if !existed {
+                let _ = std::fs::remove_dir(&root);
+            }
             Err(e)
         }
     }
@@ -94,7 +108,7 @@ async fn build(src: RestoreSource, data: &DataDir) -> Result<RestoreReport> {
                     dir.display()
                 )));
             }
-            let to = data.database();
+            let to = data.restoring_database();
             blocking(move || {
                 let mut from = std::fs::File::open(&db)?;
                 let mut out = secure::file_options()
@@ -135,12 +149,12 @@ async fn build(src: RestoreSource, data: &DataDir) -> Result<RestoreReport> {
             }
         }
         RestoreSource::Tar(reader) => {
-            let (staging, store2, db) = (staging.clone(), store.clone(), data.database());
+            let (staging, store2, db) = (staging.clone(), store.clone(), data.restoring_database());
             let handle = tokio::runtime::Handle::current();
             let (found, mut tar_problems) =
                 blocking(move || untar(reader, &staging, &store2, &db, &handle)).await?;
             problems.append(&mut tar_problems);
-            if !data.database().is_file() {
+            if !data.restoring_database().is_file() {
                 return Err(Error::Backup(format!(
                     "the tar stream is not a berth backup (no {DATABASE} in it)"
                 )));
@@ -182,7 +196,7 @@ async fn build(src: RestoreSource, data: &DataDir) -> Result<RestoreReport> {
             }
         )));
     }
-    let db = data.database();
+    let db = data.restoring_database();
     let (repos, manifests, tags) = blocking(move || {
         let c = q::open_private(&db)?;
         let problems = q::problems(&c)?;
@@ -201,7 +215,7 @@ async fn build(src: RestoreSource, data: &DataDir) -> Result<RestoreReport> {
 }
 
 async fn rows(data: &DataDir) -> Result<Vec<(String, u64)>> {
-    let db = data.database();
+    let db = data.restoring_database();
     blocking(move || Ok(q::blobs(&q::open_private(&db)?)?)).await
 }
 

@@ -29,8 +29,7 @@ pub fn parse_blob_path(path: &str) -> Option<Digest> {
         return None;
     };
     if ![Algorithm::Sha256.as_str(), Algorithm::Sha512.as_str()].contains(&alg)
-        || hex.len() < 2
-        || shard != &hex[..2]
+        || hex.get(..2) != Some(shard)
     {
         return None;
     }
@@ -101,6 +100,7 @@ mod tests {
             format!("../blobs/sha256/{}/{hex}", &hex[..2]),
             format!("blobs/md5/{}/{hex}", &hex[..2]),
             "blobs/sha256/ab/ab".to_string(),
+            "blobs/sha256/a\u{20ac}/a\u{20ac}".to_string(),
         ] {
             assert_eq!(parse_blob_path(&bad), None, "{bad}");
         }

@@ -16,6 +16,7 @@ mod source;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -30,11 +31,25 @@ use crate::oci::manifest::{self, MAX_MANIFEST_BYTES};
 use crate::oci::{Digest, Reference, RepoName};
 
 /// How an import is told to behave.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ImportOptions {
     pub dry_run: bool,
     /// Point tags that exist in berth with another target at the source's target.
     pub overwrite_tags: bool,
+    /// Set to end the import between two steps (each step is whole: a blob stored and
+    /// recorded, a manifest, a tag).
+    pub stop: Arc<AtomicBool>,
+}
+
+impl ImportOptions {
+    fn check_stop(&self) -> Result<()> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(Error::ImportSource(
+                "the import was interrupted; run it again to finish".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Called as an import goes.
@@ -88,7 +103,13 @@ impl Registry {
         for repo in repos {
             planned.push(self.plan_repo(&source, repo).await?);
         }
-        let mut progress = self.totals(&source, &planned);
+        let src = source.clone();
+        let (planned, mut progress) = tokio::task::spawn_blocking(move || {
+            let p = totals(&src, &planned);
+            (planned, p)
+        })
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
         on_progress(progress);
 
         let mut adopted_here: HashSet<Digest> = HashSet::new();
@@ -96,7 +117,7 @@ impl Registry {
             self.import_repo(
                 &source,
                 plan,
-                options,
+                &options,
                 &mut report,
                 &mut progress,
                 &mut adopted_here,
@@ -144,10 +165,15 @@ impl Registry {
                 Ok::<_, Error>(have)
             })
             .await?;
-        let src = source.clone();
-        let resolved = resolve::resolve(&repo.revisions, &parsed, |b| {
-            here.contains(&b.to_string()) || src.blob_size(b).is_some()
-        });
+        let (src, revisions) = (source.clone(), repo.revisions.clone());
+        let (resolved, parsed) = tokio::task::spawn_blocking(move || {
+            let resolved = resolve::resolve(&revisions, &parsed, |b| {
+                here.contains(&b.to_string()) || src.blob_size(b).is_some()
+            });
+            (resolved, parsed)
+        })
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
         let refs = parsed
             .into_iter()
             .filter_map(|(d, p)| p.ok().map(|r| (d, r)))
@@ -161,30 +187,12 @@ impl Registry {
         })
     }
 
-    /// Objects and bytes the import will handle, for progress.
-    fn totals(&self, source: &Arc<Source>, planned: &[Planned]) -> ImportProgress {
-        let mut blobs_seen: HashSet<&Digest> = HashSet::new();
-        let mut p = ImportProgress::default();
-        for plan in planned.iter().filter(|p| p.name.is_some()) {
-            p.objects_total += (plan.order.len() + plan.repo.tags.len()) as u64;
-            for d in &plan.order {
-                for b in &plan.refs[d].blobs {
-                    if blobs_seen.insert(b) {
-                        p.objects_total += 1;
-                        p.bytes_total += source.blob_size(b).unwrap_or(0);
-                    }
-                }
-            }
-        }
-        p
-    }
-
     #[allow(clippy::too_many_arguments)]
     async fn import_repo(
         &self,
         source: &Arc<Source>,
         plan: Planned,
-        options: ImportOptions,
+        options: &ImportOptions,
         report: &mut ImportReport,
         progress: &mut ImportProgress,
         adopted_here: &mut HashSet<Digest>,
@@ -214,6 +222,7 @@ impl Registry {
         let mut blobs_done: HashSet<Digest> = HashSet::new();
         let mut touched = false;
         for d in &plan.order {
+            options.check_stop()?;
             let refs = &plan.refs[d];
             if let Some(child) = refs.children.iter().find(|c| !stored.contains(*c)) {
                 report.skipped.push(Skipped {
@@ -228,6 +237,7 @@ impl Registry {
                 if !blobs_done.insert(b.clone()) {
                     continue;
                 }
+                options.check_stop()?;
                 let counted = adopted_here.insert(b.clone());
                 let outcome = if options.dry_run {
                     self.blob_known(b).await.map(|known| {
@@ -306,6 +316,7 @@ impl Registry {
             on_progress(*progress);
         }
         for tag in &plan.repo.tags {
+            options.check_stop()?;
             progress.objects_done += 1;
             let what = format!("{name}:{}", tag.name);
             if !stored.contains(&tag.target) {
@@ -414,7 +425,7 @@ impl Registry {
         repo: &RepoName,
         d: &Digest,
         refs: &Refs,
-        options: ImportOptions,
+        options: &ImportOptions,
     ) -> Result<bool> {
         let (r, ds) = (repo.to_string(), d.to_string());
         let present = self
@@ -463,6 +474,24 @@ impl Registry {
             })
             .await
     }
+}
+
+/// Objects and bytes the import will handle, for progress.
+fn totals(source: &Source, planned: &[Planned]) -> ImportProgress {
+    let mut blobs_seen: HashSet<&Digest> = HashSet::new();
+    let mut p = ImportProgress::default();
+    for plan in planned.iter().filter(|p| p.name.is_some()) {
+        p.objects_total += (plan.order.len() + plan.repo.tags.len()) as u64;
+        for d in &plan.order {
+            for b in &plan.refs[d].blobs {
+                if blobs_seen.insert(b) {
+                    p.objects_total += 1;
+                    p.bytes_total += source.blob_size(b).unwrap_or(0);
+                }
+            }
+        }
+    }
+    p
 }
 
 /// Errors that end the whole import: the destination cannot take more.

@@ -8,6 +8,9 @@ use std::collections::HashMap;
 
 use crate::oci::Digest;
 
+/// Indexes of indexes nest this deep at most (real ones: one or two levels).
+const MAX_DEPTH: usize = 16;
+
 /// What a manifest references, or why it cannot be read.
 pub type Parsed = Result<Refs, String>;
 
@@ -36,7 +39,7 @@ pub fn resolve(
     let mut out = Resolved::default();
     let mut state: HashMap<Digest, State> = HashMap::new();
     for d in digests {
-        visit(d, manifests, &blob_known, &mut state, &mut out);
+        visit(d, manifests, &blob_known, &mut state, &mut out, 0);
     }
     out
 }
@@ -53,6 +56,7 @@ fn visit(
     blob_known: &impl Fn(&Digest) -> bool,
     state: &mut HashMap<Digest, State>,
     out: &mut Resolved,
+    depth: usize,
 ) {
     if state.contains_key(d) {
         // Done, or a cycle (impossible for real digests): either way nothing more to do.
@@ -80,7 +84,11 @@ fn visit(
                         why = Some(format!("it lists itself through {child}"));
                         break;
                     }
-                    visit(child, manifests, blob_known, state, out);
+                    if depth >= MAX_DEPTH {
+                        why = Some(format!("indexes nest deeper than {MAX_DEPTH} levels"));
+                        break;
+                    }
+                    visit(child, manifests, blob_known, state, out, depth + 1);
                     if let Some(child_why) = out.skipped.get(child) {
                         why = Some(format!("it lists {child}, which is left out: {child_why}"));
                         break;

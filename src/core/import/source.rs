@@ -7,13 +7,15 @@
 //! ```
 //!
 //! A directory holding `_manifests` is a repository; names nest (`team/app` under `team`).
-//! Blocking: call from a blocking task.
+//! Only what is really inside the root is read: symbolic links are never followed, and only
+//! regular files are opened. Blocking: call from a blocking task.
 
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use crate::oci::{Digest, Tag};
+use crate::storage::open_regular;
 
 /// The deepest repository path followed (a name is at most 255 characters).
 const MAX_DEPTH: usize = 128;
@@ -71,7 +73,7 @@ impl Source {
 
     /// The size of a blob in the source, `None` when its data file is missing.
     pub fn blob_size(&self, d: &Digest) -> Option<u64> {
-        fs::metadata(self.blob_path(d))
+        fs::symlink_metadata(self.blob_path(d))
             .ok()
             .filter(|m| m.is_file())
             .map(|m| m.len())
@@ -80,7 +82,7 @@ impl Source {
     /// Read a manifest's bytes and check them against their digest; at most `max` bytes.
     pub fn read_manifest(&self, d: &Digest, max: usize) -> Result<Vec<u8>, String> {
         let path = self.blob_path(d);
-        let file = fs::File::open(&path).map_err(|e| match e.kind() {
+        let file = open_regular(&path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => "its blob is missing from the source".to_string(),
             _ => format!("cannot read {}: {e}", path.display()),
         })?;
@@ -217,7 +219,7 @@ fn sorted_dirs(dir: &Path) -> io::Result<Vec<String>> {
 
 /// A link file's digest and modification time; `None` when it does not exist.
 fn read_link(path: &Path) -> Result<Option<(Digest, i64)>, String> {
-    let file = match fs::File::open(path) {
+    let file = match open_regular(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
