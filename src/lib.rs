@@ -21,6 +21,7 @@ pub mod control;
 pub mod core;
 pub mod db;
 pub mod http;
+pub mod metrics;
 pub mod oci;
 pub mod registry;
 pub mod server;
@@ -43,8 +44,20 @@ pub fn router(state: AppState) -> Router {
             "/token",
             get(registry::token::get).post(registry::token::post),
         )
+        .route("/healthz", get(http::health::healthz))
         .route("/readyz", get(http::health::readyz))
+        .route("/metrics", get(http::health::metrics_with_token))
         .fallback(http::not_found)
         .layer(axum::middleware::from_fn(http::log_request))
+        .with_state(state)
+}
+
+/// The metrics listener's application: `/metrics`, `/healthz`, `/readyz`, no credentials.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(http::health::metrics))
+        .route("/healthz", get(http::health::healthz))
+        .route("/readyz", get(http::health::readyz))
+        .fallback(http::not_found)
         .with_state(state)
 }

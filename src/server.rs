@@ -30,19 +30,37 @@ const PULL_FLUSH_EVERY: Duration = Duration::from_secs(30);
 pub struct Listeners {
     pub main: std::net::TcpListener,
     pub http: Option<std::net::TcpListener>,
+    /// `/metrics`, `/healthz`, `/readyz` without credentials (`metrics.listen`).
+    pub metrics: Option<std::net::TcpListener>,
 }
 
 impl Listeners {
-    pub fn bind(main: SocketAddr, http: Option<SocketAddr>) -> anyhow::Result<Listeners> {
+    /// Bind the main and plain-HTTP listeners (a failure stops start-up) and the metrics
+    /// listener (a failure is a warning: a second berth on the machine, say, still serves).
+    pub fn bind(
+        main: SocketAddr,
+        http: Option<SocketAddr>,
+        metrics: Option<SocketAddr>,
+    ) -> anyhow::Result<Listeners> {
         let bind = |a: SocketAddr| -> anyhow::Result<std::net::TcpListener> {
             let l =
                 std::net::TcpListener::bind(a).with_context(|| format!("cannot listen on {a}"))?;
             l.set_nonblocking(true)?;
             Ok(l)
         };
+        let metrics = metrics.and_then(|a| match bind(a) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(
+                    "{e:#}: /metrics is served only on the main listener, with the metrics token"
+                );
+                None
+            }
+        });
         Ok(Listeners {
             main: bind(main)?,
             http: http.map(bind).transpose()?,
+            metrics,
         })
     }
 }
@@ -143,6 +161,17 @@ pub async fn run(
         tasks.push(tokio::spawn(s));
     }
 
+    if let Some(l) = listeners.metrics {
+        let addr = l.local_addr()?;
+        let listener = tokio::net::TcpListener::from_std(l)?;
+        let app = crate::metrics_router(state.clone());
+        let s = serve(listener, DefaultAcceptor, app, conns.clone(), false, stop());
+        tasks.push(tokio::spawn(s));
+        tracing::info!(%addr, "metrics listener");
+    }
+    // Every listener is serving: tell systemd (Type=notify), if it asked.
+    notify_systemd("READY=1\nSTATUS=serving");
+
     // Run until the signal, or until a listener fails.
     let mut failed = None;
     let watch_tasks = futures_util::future::select_all(tasks.iter_mut());
@@ -156,6 +185,7 @@ pub async fn run(
             });
         }
     }
+    notify_systemd("STOPPING=1");
     // Listeners stop accepting; each connection finishes its request in flight and closes.
     let _ = stop_tx.send(true);
     for t in tasks {
@@ -184,6 +214,31 @@ pub async fn run(
     match failed {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Send a state to systemd's notify socket (`$NOTIFY_SOCKET`, set for `Type=notify`
+/// services): a datagram to a path, or to an abstract socket when it starts with `@`.
+/// Without the variable, nothing.
+pub fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = (|| -> std::io::Result<()> {
+        use std::os::unix::ffi::OsStrExt as _;
+        let sock = std::os::unix::net::UnixDatagram::unbound()?;
+        let bytes = path.as_bytes();
+        if let Some(name) = bytes.strip_prefix(b"@") {
+            use std::os::linux::net::SocketAddrExt as _;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            sock.send_to_addr(state.as_bytes(), &addr)?;
+        } else {
+            sock.send_to(state.as_bytes(), std::path::Path::new(&path))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "cannot notify systemd");
     }
 }
 

@@ -16,6 +16,8 @@ pub struct AppState {
     pub registry: Registry,
     pub auth: Auth,
     proxies: Arc<Proxies>,
+    /// SHA-256 (hex) of the metrics token, when `metrics.token_file` is set.
+    metrics_token: Option<Arc<str>>,
 }
 
 impl AppState {
@@ -55,12 +57,35 @@ impl AppState {
                 max_sessions: u64::from(config.limits.max_upload_sessions),
             },
         };
+        let metrics_token = match &config.metrics.token_file {
+            None => None,
+            Some(f) => {
+                let t = std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read metrics.token_file {}", f.display()))?;
+                let t = t.trim();
+                if t.len() < 16 {
+                    anyhow::bail!(
+                        "metrics.token_file {}: the token must be at least 16 characters",
+                        f.display()
+                    );
+                }
+                Some(Arc::from(crate::auth::secret::sha256_hex(t)))
+            }
+        };
         Ok(AppState {
+            metrics_token,
             proxies: Arc::new(proxies),
             config: Arc::new(config),
             registry: Registry::new(db, Arc::new(store), staging, clock, options),
             auth,
         })
+    }
+}
+
+impl AppState {
+    /// SHA-256 (hex) of the metrics token, if one is configured.
+    pub fn metrics_token(&self) -> Option<&str> {
+        self.metrics_token.as_deref()
     }
 }
 

@@ -53,6 +53,7 @@ impl Auth {
     /// most `AUDIT_WRITERS` such writes wait at once; beyond, a flood of failures (robot-shaped
     /// secrets cost no argon2) is counted in the log rather than queued without end.
     fn login_failed(&self, user: &str, addr: &str, robot: bool) {
+        crate::metrics::global().login_failures.inc();
         let Ok(permit) = self.audit_writers.clone().try_acquire_owned() else {
             let n = self
                 .audits_dropped

@@ -227,7 +227,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     // The listeners first: a busy port stops here, before anything is created on disk.
     let listen = config.listen_addr();
     let http_listen = config.tls.http_addr();
-    let listeners = crate::server::Listeners::bind(listen, http_listen)?;
+    let listeners = crate::server::Listeners::bind(listen, http_listen, config.metrics.addr())?;
     // One server per data directory; CLI commands beside it need no lock.
     let _lock =
         crate::storage::secure::lock_data_dir(&config.data()).map_err(|e| anyhow::anyhow!(e))?;

@@ -38,6 +38,8 @@ pub const KEYS: &[&str] = &[
     "gc.grace",
     "gc.untagged_grace",
     "gc.upload_expiry",
+    "metrics.listen",
+    "metrics.token_file",
 ];
 
 /// The keys that are also command-line flags.

@@ -49,6 +49,40 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub gc: Gc,
+    #[serde(default)]
+    pub metrics: Metrics,
+}
+
+/// Where `/metrics` (Prometheus) is served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// A plain-HTTP listener of its own for `/metrics`, `/healthz` and `/readyz`, without
+    /// credentials: keep it on loopback or a private network. `off` for none.
+    pub listen: String,
+    /// A file holding a token: with it, `/metrics` is also served on the main listener to
+    /// requests with `Authorization: Bearer <token>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            listen: "127.0.0.1:9464".into(),
+            token_file: None,
+        }
+    }
+}
+
+impl Metrics {
+    /// The listener's address, `None` when off (validated at load).
+    pub fn addr(&self) -> Option<std::net::SocketAddr> {
+        match self.listen.as_str() {
+            "off" => None,
+            a => keys::parse_addr(a).ok(),
+        }
+    }
 }
 
 /// Garbage collection and upload expiry (see `core::gc`). Durations are seconds (`3600`) or a
@@ -259,6 +293,7 @@ impl Default for Config {
             tls: Tls::default(),
             limits: Limits::default(),
             gc: Gc::default(),
+            metrics: Metrics::default(),
         }
     }
 }
@@ -332,6 +367,10 @@ fn validate(c: &Config, fig: &Figment) -> Result<(), ConfigError> {
             Some((key, what)) => invalid(key, what.to_string()),
             None => ConfigError::Invalid(e),
         });
+    }
+    if c.metrics.listen != "off" {
+        keys::parse_addr(&c.metrics.listen)
+            .map_err(|e| invalid("metrics.listen", format!("{e} (or \"off\")")))?;
     }
     let l = &c.limits;
     for (key, v, max) in [

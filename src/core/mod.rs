@@ -123,6 +123,25 @@ impl Registry {
             .await
     }
 
+    /// Readiness: whether the database takes a write, and whether the upload folder takes a
+    /// file (a read-only or full file system fails here before a push does).
+    pub async fn probe_writes(&self) -> (Result<()>, Result<()>) {
+        let now = self.now();
+        let db = self
+            .db
+            .write(move |tx| crate::db::settings::probe_write(tx, now).map_err(Error::from))
+            .await;
+        let files = self.staging.probe().await.map_err(Error::from);
+        (db, files)
+    }
+
+    /// Blobs recorded, their bytes, and upload sessions open.
+    pub async fn stats(&self) -> Result<(u64, u64, u64)> {
+        self.db
+            .read(|c| crate::db::settings::stats(c).map_err(Error::from))
+            .await
+    }
+
     /// Write the pull times gathered since the last flush (called periodically and at exit).
     pub async fn flush_pulls(&self) -> Result<()> {
         self.pulls.flush(&self.db).await

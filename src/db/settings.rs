@@ -24,6 +24,31 @@ pub fn auth_epoch(c: &Connection) -> Result<i64> {
         .query_row([], |r| r.get(0))?)
 }
 
+/// A real write (readiness): the time of the last probe.
+pub fn probe_write(c: &Connection, now: i64) -> Result<()> {
+    c.execute(
+        "INSERT INTO settings (key, value) VALUES ('ready_probe', ?1)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![now.to_string().into_bytes()],
+    )?;
+    Ok(())
+}
+
+/// Blobs recorded, their bytes, and upload sessions open (for /metrics).
+pub fn stats(c: &Connection) -> Result<(u64, u64, u64)> {
+    Ok(c.prepare_cached(
+        "SELECT (SELECT count(*) FROM blobs), (SELECT coalesce(sum(size), 0) FROM blobs),
+                (SELECT count(*) FROM uploads)",
+    )?
+    .query_row([], |r| {
+        Ok((
+            r.get::<_, i64>(0)? as u64,
+            r.get::<_, i64>(1)? as u64,
+            r.get::<_, i64>(2)? as u64,
+        ))
+    })?)
+}
+
 /// A trivial read: does the database answer?
 pub fn ping(c: &Connection) -> Result<()> {
     c.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?;

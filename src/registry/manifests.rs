@@ -46,6 +46,7 @@ fn respond(m: ManifestRead, head: bool) -> Response {
     let body = if head {
         Body::empty()
     } else {
+        crate::metrics::global().pulls.inc();
         Body::from(m.content)
     };
     Response::builder()
@@ -97,6 +98,7 @@ pub async fn put(
     let pushed = reg
         .put_manifest(repo, reference, content_type.as_deref(), body)
         .await?;
+    crate::metrics::global().pushes.inc();
     let mut resp = Response::builder()
         .status(StatusCode::CREATED)
         .header(

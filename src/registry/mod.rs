@@ -10,6 +10,7 @@ mod blobs;
 mod error;
 mod listing;
 mod manifests;
+mod proxy;
 mod query;
 pub mod route;
 pub mod token;

@@ -5,9 +5,10 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{StatusCode, header};
 use axum::response::Response;
+use futures_util::StreamExt as _;
 
 use super::error::range_value;
-use super::{ApiError, ApiResult, Query, body_stream, hv};
+use super::{ApiError, ApiResult, Query, body_stream, hv, proxy};
 use crate::auth::Subject;
 use crate::auth::bearer::Holder;
 use crate::core::{Error, Registry, Uploader};
@@ -139,8 +140,19 @@ pub async fn patch(
                 Error::UploadInvalid("Content-Range must be <start>-<end>".into())
             })?),
         };
-    let body = req.into_body().into_data_stream();
+    let streamed = range.is_none() && !req.headers().contains_key(header::CONTENT_LENGTH);
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = received.clone();
+    let body = req.into_body().into_data_stream().map(move |chunk| {
+        if let Ok(c) = &chunk {
+            counted.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        chunk
+    });
     let len = reg.append_upload(repo, id, range, body).await?;
+    if streamed && received.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        proxy::empty_stream(id);
+    }
     Ok(accepted(origin, repo, id, len))
 }
 
@@ -155,14 +167,24 @@ pub async fn put(
 ) -> ApiResult {
     let digest = query_digest(query, "digest")?
         .ok_or_else(|| Error::DigestInvalid("the digest query parameter is required".into()))?;
+    let forwarded = proxy::forwarding_headers(req.headers());
     let body = body_stream(req.into_body());
-    reg.finish_upload(repo, id, &digest, body).await?;
-    Ok(created(origin, repo, &digest))
+    match reg.finish_upload(repo, id, &digest, body).await {
+        Ok(_) => {
+            proxy::forget(id);
+            Ok(created(origin, repo, &digest))
+        }
+        Err(crate::core::Error::DigestInvalid(why)) => {
+            Err(proxy::explain(id, why, &forwarded, &origin.client).into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// DELETE /v2/<name>/blobs/uploads/<id>
 pub async fn cancel(reg: &Registry, repo: &RepoName, id: &UploadId) -> ApiResult {
     reg.cancel_upload(repo, id).await?;
+    proxy::forget(id);
     Ok(Response::builder()
         .status(StatusCode::NO_CONTENT)
         .body(Body::empty())

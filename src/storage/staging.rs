@@ -123,6 +123,22 @@ impl Staging {
         .await
     }
 
+    /// Whether a file can be created, written and removed in the staging folder.
+    pub async fn probe(&self) -> io::Result<()> {
+        let path = self.dir.join("ready-probe");
+        blocking(move || {
+            let mut f = secure::file_options()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)?;
+            io::Write::write_all(&mut f, b"ok")?;
+            drop(f);
+            std::fs::remove_file(&path)
+        })
+        .await
+    }
+
     /// Bytes free for unprivileged writes on the file system of the staging folder.
     pub async fn free_space(&self) -> io::Result<u64> {
         let dir = self.dir.clone();

@@ -63,6 +63,20 @@ pub fn newest_acme_cert(dir: &Path) -> Option<PathBuf> {
     best.map(|(_, p)| p)
 }
 
+/// The certificate in use: `None` without TLS, `Some(Err)` when there is none yet (or it
+/// cannot be read). Blocking (reads a small file).
+pub fn current(config: &Config) -> Option<Result<CertInfo, String>> {
+    let path = match config.tls.mode {
+        TlsMode::Off => return None,
+        TlsMode::Files => config.tls.cert_file.clone(),
+        TlsMode::Acme => newest_acme_cert(&config.data().acme()),
+    };
+    Some(match path {
+        None => Err("no certificate yet".into()),
+        Some(p) => read_cert(&p),
+    })
+}
+
 /// The report `berth tls status` prints; `Err` when TLS is on but no certificate is usable.
 pub fn report(config: &Config, now: i64) -> Result<String, String> {
     let tls = &config.tls;

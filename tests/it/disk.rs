@@ -1,16 +1,16 @@
 //! Running out of room: the per-credential cap on upload sessions (router), and a full file
 //! system under the real binary (a 64 MiB tmpfs the test mounts; needs root, as CI has).
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use axum::body::Body;
 use berth::oci::Digest;
 
-use crate::common::cmd::{output, run};
+use crate::common::cmd::run;
 use crate::common::containers::Clients;
 use crate::common::images::write_oci_layout;
 use crate::common::net::client;
+use crate::common::tmpfs::Tmpfs;
 use crate::common::{ADMIN_PASSWORD, Server, TestApp};
 
 #[tokio::test]
@@ -65,40 +65,6 @@ async fn a_credential_opening_sessions_in_a_loop_stops_at_its_cap() {
     // Sessions idle past the upload expiry no longer count, even before a collection.
     app.clock.advance(24 * 3600 + 1);
     post(ci).await.assert(202);
-}
-
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(at).unwrap();
-        let out = output(Command::new("mount").args([
-            "-t",
-            "tmpfs",
-            "-o",
-            &format!("size={size},mode=0700"),
-            "tmpfs",
-            at.to_str().unwrap(),
-        ]));
-        assert!(
-            out.status.success(),
-            "this test mounts a small tmpfs to fill it, which needs root (CI runs as root): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs(at.to_path_buf())
-    }
-
-    fn free(&self) -> u64 {
-        let st = rustix::fs::statvfs(&self.0).unwrap();
-        st.f_bavail * st.f_frsize
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 const MIB: usize = 1 << 20;

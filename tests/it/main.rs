@@ -27,6 +27,7 @@ mod import;
 mod limits;
 mod listeners;
 mod memory;
+mod ops;
 mod proxy;
 mod retention;
 mod secrecy;

@@ -214,6 +214,12 @@ impl Registry {
         }
         report.finished_at = self.now();
         report.duration_ms = started.elapsed().as_millis() as u64;
+        if !dry_run {
+            let m = crate::metrics::global();
+            m.gc_runs.inc();
+            m.gc_freed_bytes.inc_by(report.bytes_freed);
+            m.gc_last_run.set(report.finished_at);
+        }
         let stored = report.stored_json();
         let (t, (s, f, b)) = (
             trigger.as_str(),

@@ -13,6 +13,7 @@ pub mod pebble;
 pub mod prng;
 pub mod registry2;
 pub mod server;
+pub mod tmpfs;
 
 use std::sync::Arc;
 

@@ -54,6 +54,9 @@ impl Server {
             .arg(data_dir)
             .env_remove("BERTH_CONFIG")
             .env("BERTH_ADMIN_PASSWORD", super::ADMIN_PASSWORD)
+            // Parallel servers would race for the default metrics port; tests that use the
+            // metrics listener give it a port of their own.
+            .env("BERTH_METRICS__LISTEN", "off")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file);
