@@ -4,7 +4,9 @@
 # says what to install): skopeo and podman (registry clients), containerd's ctr, busybox-static
 # (a tiny image root filesystem), pebble (an ACME CA), nginx (a reverse proxy), openssl, curl,
 # python3 (its sqlite3 module holds a database lock from outside), docker-registry (registry:2,
-# whose storage `berth import` adopts) and apache2-utils (htpasswd files to import). The
+# whose storage `berth import` adopts), apache2-utils (htpasswd files to import), shellcheck
+# (install.sh), mmdebstrap and python3-venv (the installer test boots a Debian image it builds,
+# with release binaries built by tests/release.sh, which puts zig from PyPI in a venv). The
 # Docker tests need a running Docker daemon (`docker info`), as on CI; the ctr test uses that
 # daemon's containerd.
 set -euo pipefail
@@ -23,6 +25,9 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v docker >/dev/null 2>&1 || need+=(docker.io)
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
 command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
+command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
+command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "tests/run.sh: installing ${need[*]}" >&2
@@ -40,6 +45,7 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
 fi
 
+shellcheck install.sh tests/*.sh
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 # The binary the README's first command runs (`cargo run -- serve`): the tests' dependencies

@@ -17,10 +17,17 @@ use crate::clock::SystemClock;
 use crate::config::{self, Config, ConfigError, Overrides};
 use crate::state::AppState;
 
+/// What `berth --version` says: the crate's version, or `BERTH_VERSION` given to the build
+/// (a release build names its version that way).
+pub const VERSION: &str = match option_env!("BERTH_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "berth",
-    version,
+    version = VERSION,
     about = "A private container registry in one binary"
 )]
 pub struct Cli {
@@ -157,11 +164,15 @@ fn done(result: anyhow::Result<()>) -> ExitCode {
 }
 
 /// On the very first start, create `admin`: with `BERTH_ADMIN_PASSWORD` or the configured
-/// password file, else a random password shown once on stderr and kept (mode 0600) in
+/// password file (read only then), else a random password shown once on stderr and kept (mode 0600) in
 /// `<data-dir>/initial-admin-password`.
 fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let config = &state.config;
+    // Once there is a user, the password file is not needed (an installer removes it).
+    if state.auth.db().read_blocking(crate::db::users::count)? > 0 {
+        return Ok(());
+    }
     let given = match (
         std::env::var("BERTH_ADMIN_PASSWORD")
             .ok()

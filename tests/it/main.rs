@@ -24,6 +24,7 @@ mod e2e_skopeo;
 mod gc;
 mod htpasswd;
 mod import;
+mod install;
 mod limits;
 mod listeners;
 mod memory;
