@@ -257,7 +257,25 @@ fn acme_server_down_at_start_then_up() {
     let mut pebble = Pebble::new(port, free_port(), None);
     let config = acme_config(tmp.path(), &pebble, "tls-alpn-01", "off");
     let data = tmp.path().join("data");
-    let server = Server::start_on(&data, port, &[("BERTH_CONFIG", config.to_str().unwrap())]);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let server = Server::start_on(
+        &data,
+        port,
+        &[
+            ("BERTH_CONFIG", config.to_str().unwrap()),
+            ("BERTH_METRICS__LISTEN", &metrics),
+        ],
+    );
+    let readyz = || {
+        let out = Command::new(require_tool("curl"))
+            .args(["-s", "-w", "\n%{http_code}"])
+            .arg(format!("http://{metrics}/readyz"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_string(), body.to_string())
+    };
     // berth runs, says why it has no certificate, and keeps trying.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !data.join("acme/last-error").exists() {
@@ -270,6 +288,13 @@ fn acme_server_down_at_start_then_up() {
     }
     let (ok, status) = tls_status(&data, &config);
     assert!(!ok, "no certificate yet is a failure: {status}");
+    // Not ready without a certificate, and /readyz says why.
+    let (code, body) = readyz();
+    assert_eq!(code, "503", "{body}");
+    assert!(
+        body.contains(r#""certificate":"failed: no certificate yet""#),
+        "{body}"
+    );
     assert!(status.contains("certificate: none yet"), "{status}");
     assert!(status.contains("last ACME error:"), "{status}");
     assert!(
@@ -283,6 +308,9 @@ fn acme_server_down_at_start_then_up() {
     assert_eq!(https(port, &root, "/v2/", &[]).unwrap().0, 401);
     let (ok, status) = tls_status(&data, &config);
     assert!(ok && !status.contains("last ACME error"), "{status}");
+    let (code, body) = readyz();
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains(r#""certificate":"ok""#), "{body}");
 }
 
 #[test]
