@@ -11,6 +11,8 @@
 # `--uninstall` removes the service and the binary (the data stays unless `--purge`).
 set -eu
 
+# Everything is inside main, called on the last line: a download cut short runs nothing.
+main() {
 RELEASES=https://github.com/berth-registry/berth/releases
 BIN=/usr/local/bin/berth
 CONF_DIR=/etc/berth
@@ -88,10 +90,35 @@ case "$DATA_DIR" in
 /*) ;;
 *) die "--data-dir must be an absolute path: $DATA_DIR" ;;
 esac
+[ "$DATA_DIR" != / ] || die "--data-dir must not be /"
+# What goes into the configuration and the unit: no quotes, spaces or other surprises.
+for v in "$DATA_DIR" "$DOMAIN" "$EMAIL" "$LISTEN" "$ACME_DIRECTORY" "$ACME_CA_FILE"; do
+    case "$v" in
+    *[!A-Za-z0-9._/:@+=-]*) die "unexpected characters in \"$v\": letters, digits and . _ / : @ + = - only" ;;
+    esac
+done
+
+# A key of the configuration in force (as `berth config show` prints it), read with the
+# binary $2; empty when there is none.
+configured() { # KEY BIN
+    [ -x "$2" ] && [ -f "$CONF" ] || return 0
+    "$2" --config "$CONF" config show 2>/dev/null | awk -v key="$1" '
+        /^\[/ { section = substr($0, 2, length($0) - 2); next }
+        {
+            split(key, k, ".")
+            want = (k[2] == "") ? "" : k[1]
+            name = (k[2] == "") ? k[1] : k[2]
+            if (section == want && $1 == name && $2 == "=") {
+                v = $0; sub(/^[^=]*= */, "", v); gsub(/^"|"$/, "", v); print v; exit
+            }
+        }'
+}
 
 # ---------------------------------------------------------------------------------------------
 # Uninstall.
 if [ "$UNINSTALL" = 1 ]; then
+    data=$(configured data_dir "$BIN")
+    data=${data:-$DATA_DIR}
     if [ -f "$UNIT" ]; then
         systemctl disable --now berth.service >/dev/null 2>&1 || true
         rm -f "$UNIT"
@@ -100,12 +127,19 @@ if [ "$UNINSTALL" = 1 ]; then
     rm -f "$BIN"
     say "berth: service and binary removed."
     if [ "$PURGE" = 1 ]; then
-        data=$(sed -n 's/^data_dir = "\(.*\)"$/\1/p' "$CONF" 2>/dev/null || true)
-        rm -rf "${data:-$DATA_DIR}" "$CONF_DIR"
+        case "$data" in
+        / | /bin | /boot | /dev | /etc | /home | /lib* | /proc | /root | /run | /sbin | /sys | /tmp | /usr | /usr/* | /var | /var/lib) die "refusing to remove $data" ;;
+        /*) ;;
+        *) die "the data directory $data is not an absolute path; remove it by hand" ;;
+        esac
+        if [ -d "$data" ] && [ ! -e "$data/berth.db" ] && [ -n "$(ls -A "$data" 2>/dev/null)" ]; then
+            die "$data holds no berth.db: not removed (remove it by hand if it is berth's)"
+        fi
+        rm -rf "$data" "$CONF_DIR"
         if getent passwd berth >/dev/null 2>&1; then userdel berth 2>/dev/null || true; fi
         say "berth: data, configuration and the berth user removed."
     else
-        say "berth: kept the data (${DATA_DIR}) and the configuration ($CONF_DIR); --uninstall --purge removes them."
+        say "berth: kept the data ($data) and the configuration ($CONF_DIR); --uninstall --purge removes them."
     fi
     exit 0
 fi
@@ -168,8 +202,13 @@ check_port() {
     [ -z "$taker" ] || die "port $1 is taken by $taker: stop it first, or put berth behind it with --http --listen 127.0.0.1:5000"
 }
 
+METRICS_OFF=0
 if [ "$FIRST" = 1 ]; then
     check_port "$(port_of "$LISTEN")"
+    if [ -n "$(port_taker "$(port_of "$METRICS")")" ]; then
+        warn "port $(port_of "$METRICS") is taken ($(port_taker "$(port_of "$METRICS")")): berth's metrics listener is turned off (set metrics.listen in $CONF)"
+        METRICS_OFF=1
+    fi
     if [ "$HTTP" = 0 ]; then
         check_port 80
         # DNS is only warned about: it may be set up after, or point at a load balancer.
@@ -190,7 +229,9 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Download and verify: nothing on the machine changes before this succeeds.
 TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT INT TERM
+# The admin password file is only for the first start: never left behind.
+trap 'rm -rf "$TMP"; rm -f "$CONF_DIR/admin-password"' EXIT
+trap 'exit 130' INT TERM
 fetch "$(url_of "$ARTIFACT")" "$TMP/berth" || die "cannot download $(url_of "$ARTIFACT")"
 fetch "$(url_of SHA256SUMS)" "$TMP/SHA256SUMS" || die "cannot download $(url_of SHA256SUMS)"
 want=$(awk -v f="$ARTIFACT" '$2 == f || $2 == "*" f { print $1 }' "$TMP/SHA256SUMS")
@@ -226,6 +267,9 @@ if [ "$FIRST" = 1 ]; then
             [ -z "$ACME_DIRECTORY" ] || printf 'directory = "%s"\n' "$ACME_DIRECTORY"
             [ -z "$ACME_CA_FILE" ] || printf 'directory_ca_file = "%s"\n' "$ACME_CA_FILE"
         fi
+        if [ "$METRICS_OFF" = 1 ]; then
+            printf '\n[metrics]\nlisten = "off"\n'
+        fi
     } >"$CONF.new"
     chown root:berth "$CONF.new"
     chmod 0640 "$CONF.new"
@@ -235,8 +279,12 @@ if [ "$FIRST" = 1 ]; then
         chown root:berth "$CONF_DIR/admin-password"
     fi
 fi
-DATA_DIR=$(sed -n 's/^data_dir = "\(.*\)"$/\1/p' "$CONF")
-DATA_DIR=${DATA_DIR:-/var/lib/berth}
+DATA_DIR=$(configured data_dir "$BIN")
+case "$DATA_DIR" in
+/*) ;;
+*) die "data_dir in $CONF must be an absolute path (it is \"$DATA_DIR\")" ;;
+esac
+METRICS_LISTEN=$(configured metrics.listen "$BIN")
 
 # The default data directory is systemd's StateDirectory; another one is made here.
 if [ "$DATA_DIR" = /var/lib/berth ]; then
@@ -318,12 +366,21 @@ else
         die "berth did not start after the upgrade; see: journalctl -u berth --no-pager -n 50"
 fi
 
-i=0
-until fetch "http://$METRICS/healthz" "$TMP/health" 2>/dev/null; do
-    i=$((i + 1))
-    [ "$i" -lt 60 ] || die "berth does not answer on http://$METRICS/healthz; see: journalctl -u berth --no-pager -n 50"
-    sleep 1
-done
+# Type=notify said it serves; where there is a metrics listener, ask it too.
+systemctl is-active --quiet berth.service ||
+    die "berth is not running; see: journalctl -u berth --no-pager -n 50"
+case "$METRICS_LISTEN" in
+off | "") ;;
+*)
+    i=0
+    until curl -fsS --max-time 5 --noproxy '*' -o /dev/null "http://$METRICS_LISTEN/healthz" 2>/dev/null ||
+        wget -q -T 5 --no-proxy -O /dev/null "http://$METRICS_LISTEN/healthz" 2>/dev/null; do
+        i=$((i + 1))
+        [ "$i" -lt 30 ] || die "berth does not answer on http://$METRICS_LISTEN/healthz; see: journalctl -u berth --no-pager -n 50"
+        sleep 1
+    done
+    ;;
+esac
 rm -f "$CONF_DIR/admin-password"
 
 # ---------------------------------------------------------------------------------------------
@@ -336,8 +393,8 @@ else
     say "Upgraded $old_version -> $new_version; configuration and data kept."
 fi
 
-domain=$(sed -n 's/^domains = \["\([^"]*\)".*/\1/p' "$CONF")
-listen=$(sed -n 's/^listen = "\(.*\)"$/\1/p' "$CONF")
+domain=$("$BIN" --config "$CONF" config show 2>/dev/null | sed -n 's/^domains = \["\([^"]*\)".*/\1/p')
+listen=$(configured listen "$BIN")
 if [ -n "$domain" ]; then
     port=$(port_of "$listen")
     url=https://$domain
@@ -374,5 +431,11 @@ else
 fi
 say "  - docker login $host -u admin"
 say "  - a token for CI:  $AS_BERTH token create --user admin --name ci --scope 'team/**:pull,push'"
-say "  - health and metrics: curl http://$METRICS/readyz   (Prometheus: http://$METRICS/metrics)"
+case "$METRICS_LISTEN" in
+off | "") ;;
+*) say "  - health and metrics: curl http://$METRICS_LISTEN/readyz   (Prometheus: http://$METRICS_LISTEN/metrics)" ;;
+esac
 say "  - logs: journalctl -u berth -f"
+}
+
+main "$@"

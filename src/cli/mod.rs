@@ -193,10 +193,18 @@ fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
         let path = config.data().initial_admin_password();
         write_private(&path, &format!("{password}\n"))
             .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!(
-            "berth: created user \"admin\" with password {password} (also in {}; change it with `berth user passwd admin`)",
-            path.display()
-        );
+        if std::env::var_os("JOURNAL_STREAM").is_some() {
+            // Under systemd stderr is the journal, which keeps it and shows it to more people.
+            eprintln!(
+                "berth: created user \"admin\"; its password is in {} (change it with `berth user passwd admin`)",
+                path.display()
+            );
+        } else {
+            eprintln!(
+                "berth: created user \"admin\" with password {password} (also in {}; change it with `berth user passwd admin`)",
+                path.display()
+            );
+        }
     }
     Ok(())
 }

@@ -46,6 +46,15 @@ pub struct Registry {
     uploads: UploadLimits,
     /// Held by the import running, if any.
     importing: Arc<tokio::sync::Mutex<()>>,
+    /// The last readiness probe, with when it ran.
+    probed: Arc<tokio::sync::Mutex<Option<(i64, Probed)>>>,
+}
+
+/// What a readiness probe found: each write, or why it failed.
+#[derive(Clone, Debug)]
+pub struct Probed {
+    pub db: std::result::Result<(), String>,
+    pub files: std::result::Result<(), String>,
 }
 
 /// What the registry needs from the configuration.
@@ -109,6 +118,7 @@ impl Registry {
             gc: Arc::new(gc::Gc::new(options.gc)),
             uploads: options.uploads,
             importing: Arc::default(),
+            probed: Arc::default(),
         }
     }
 
@@ -124,15 +134,26 @@ impl Registry {
     }
 
     /// Readiness: whether the database takes a write, and whether the upload folder takes a
-    /// file (a read-only or full file system fails here before a push does).
-    pub async fn probe_writes(&self) -> (Result<()>, Result<()>) {
+    /// file (a read-only or full file system fails here before a push does). One probe at a
+    /// time, and its answer serves the probes of the next two seconds: asking often costs
+    /// nothing more.
+    pub async fn probe_writes(&self) -> Probed {
+        let mut last = self.probed.lock().await;
         let now = self.now();
+        if let Some((at, probed)) = &*last
+            && now - at < 2
+        {
+            return probed.clone();
+        }
         let db = self
             .db
             .write(move |tx| crate::db::settings::probe_write(tx, now).map_err(Error::from))
-            .await;
-        let files = self.staging.probe().await.map_err(Error::from);
-        (db, files)
+            .await
+            .map_err(|e| e.to_string());
+        let files = self.staging.probe().await.map_err(|e| e.to_string());
+        let probed = Probed { db, files };
+        *last = Some((now, probed.clone()));
+        probed
     }
 
     /// Blobs recorded, their bytes, and upload sessions open.

@@ -36,8 +36,8 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
     let mut checks = Map::new();
     let mut down = false;
     let mut degraded = false;
-    let (db, files) = reg.probe_writes().await;
-    match db {
+    let probed = reg.probe_writes().await;
+    match probed.db {
         Ok(()) => {
             checks.insert("database".into(), "ok".into());
         }
@@ -47,7 +47,7 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
             down = true;
         }
     }
-    match files {
+    match probed.files {
         Ok(()) => {
             checks.insert("data_dir".into(), "ok".into());
         }

@@ -1,6 +1,7 @@
 //! Cross-cutting HTTP pieces: request logging, security headers, the client's origin,
 //! redirects to HTTPS, the readiness check and the plain 404.
 
+mod counting;
 pub mod health;
 pub mod memory;
 pub mod origin;
@@ -16,30 +17,15 @@ use axum::response::{IntoResponse, Response};
 /// Log each request at debug level (query strings are left out: they may carry digests of
 /// private content, and later tokens), and count it with its body bytes for `/metrics`.
 pub async fn log_request(req: Request, next: Next) -> Response {
-    use http_body_util::BodyExt as _;
     let m = crate::metrics::global();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let start = Instant::now();
-    let req = req.map(|body| {
-        axum::body::Body::new(body.map_frame(move |f| {
-            if let Some(d) = f.data_ref() {
-                m.received_bytes.inc_by(d.len() as u64);
-            }
-            f
-        }))
-    });
+    let req = req.map(|body| counting::Counting::wrap(body, &m.received_bytes));
     let resp = next.run(req).await;
     let status = resp.status();
     m.request(&path, status.as_u16());
-    let resp = resp.map(|body| {
-        axum::body::Body::new(body.map_frame(move |f| {
-            if let Some(d) = f.data_ref() {
-                m.sent_bytes.inc_by(d.len() as u64);
-            }
-            f
-        }))
-    });
+    let resp = resp.map(|body| counting::Counting::wrap(body, &m.sent_bytes));
     if status.is_server_error() {
         tracing::warn!(%method, %path, status = status.as_u16(), ms = start.elapsed().as_millis() as u64, "request failed");
     } else {

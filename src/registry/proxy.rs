@@ -2,9 +2,10 @@
 //! drop the body of a PATCH streamed without `Content-Length`: the registry sees an empty
 //! PATCH, then a `PUT ?digest=` whose digest cannot match, and a client that retries for ever.
 //! When a session had an empty streamed PATCH, or the failing request came through a proxy
-//! (forwarding headers), the digest error says what most likely happened and what to do; it
-//! is logged once per session, with the client and the proxy's headers, and counted in
-//! `/metrics`.
+//! (forwarding headers), the digest error says what most likely happened and what to do. The
+//! empty streamed PATCH is the evidence: only then is it logged (once per session, with the
+//! client and the proxy's headers) and counted in `/metrics`; forwarding headers alone, which
+//! any client can send, change nothing but the message.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -71,18 +72,17 @@ pub fn forwarding_headers(h: &HeaderMap) -> Vec<String> {
 
 /// The error for a digest that did not match: explained when a proxy is the likely cause.
 pub fn explain(id: &UploadId, why: String, forwarded: &[String], client: &str) -> Error {
-    let (suspect, first) = with(|m| {
+    let (empty_stream, first) = with(|m| {
         let seen = m.get(id).copied().unwrap_or_default();
-        let suspect = seen.empty_stream || !forwarded.is_empty();
-        if suspect {
+        if seen.empty_stream {
             m.entry(id.clone()).or_default().logged = true;
         }
-        (suspect, !seen.logged)
+        (seen.empty_stream, !seen.logged)
     });
-    if !suspect {
+    if !empty_stream && forwarded.is_empty() {
         return Error::DigestInvalid(why);
     }
-    if first {
+    if empty_stream && first {
         crate::metrics::global().proxy_dropped_bodies.inc();
         tracing::warn!(
             upload = %id,

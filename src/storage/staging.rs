@@ -134,7 +134,10 @@ impl Staging {
                 .open(&path)?;
             io::Write::write_all(&mut f, b"ok")?;
             drop(f);
-            std::fs::remove_file(&path)
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
         })
         .await
     }

@@ -299,6 +299,19 @@ fn install_sh_on_a_fresh_debian_with_systemd() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("give --domain D --email E"));
 
+    // A wrong checksum on a fresh machine: nothing at all changes.
+    let out = m.exec_output(&one_liner("--http --version bad"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("checksum mismatch"));
+    for absent in [
+        "id berth",
+        "test -e /etc/berth",
+        "test -e /usr/local/bin/berth",
+        "test -e /etc/systemd/system/berth.service",
+    ] {
+        assert!(!m.exec_output(absent).status.success(), "{absent}");
+    }
+
     // The documented one-liner with --http.
     let said = m.sh(&one_liner("--http --version 1"));
     assert!(
@@ -321,6 +334,10 @@ fn install_sh_on_a_fresh_debian_with_systemd() {
     assert!(
         !log.contains('\u{1b}'),
         "colour codes in the journal:\n{log}"
+    );
+    assert!(
+        !log.contains(&pw),
+        "the admin password is in the journal:\n{log}"
     );
 
     // systemctl restart, then a restart of the whole machine: still serving, data there.
@@ -372,6 +389,12 @@ fn install_sh_on_a_fresh_debian_with_systemd() {
     );
     assert!(!m.exec_output("systemctl cat berth").status.success());
     m.sh("test -s /var/lib/berth/berth.db");
+    // --purge: the data, the configuration and the user go too.
+    let said = m.sh(&one_liner("--uninstall --purge"));
+    assert!(said.contains("removed"), "{said}");
+    for absent in ["test -e /var/lib/berth", "test -e /etc/berth", "id berth"] {
+        assert!(!m.exec_output(absent).status.success(), "{absent}");
+    }
 }
 
 #[test]

@@ -162,6 +162,8 @@ async fn a_read_only_data_directory_fails_readiness_and_names_the_check() {
     let app = TestApp::new();
     app.get("/readyz").await.assert(200);
     let ro = ReadOnly::over(app.dir.path());
+    // A probe's answer serves for two seconds.
+    app.clock.advance(2);
     let r = app.get("/readyz").await;
     r.assert(503);
     let body = r.json();
@@ -174,6 +176,7 @@ async fn a_read_only_data_directory_fails_readiness_and_names_the_check() {
     // Liveness is another matter.
     app.get("/healthz").await.assert(200);
     drop(ro);
+    app.clock.advance(2);
     let r = app.get("/readyz").await;
     r.assert(200);
     assert_eq!(r.json()["status"], "ok");
@@ -335,4 +338,46 @@ async fn a_proxy_that_drops_streamed_bodies_is_named_logged_and_counted() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 201);
+    // A wrong digest with forwarding headers but no empty streamed PATCH: the message gives
+    // the hint (a proxy is in front), but a header anyone can send is no evidence: no log
+    // line, no count.
+    let wrong = Digest::sha256_of(b"something else");
+    let r = c
+        .post(server.url("/v2/direct/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let location =
+        crate::common::net::absolute(&server.url(""), r.headers()["location"].to_str().unwrap());
+    let r = c
+        .put(crate::common::net::with_query(
+            &location,
+            "digest",
+            &wrong.to_string(),
+        ))
+        .header("x-forwarded-for", "198.51.100.1")
+        .body(b"these bytes".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("proxy in front"),
+        "{body}"
+    );
+    let again = parse(
+        &reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(value(&again, "berth_proxy_dropped_bodies_total"), 1.0);
+    assert!(!server.log().contains("198.51.100.1"));
 }
