@@ -15,20 +15,11 @@ use std::time::Duration;
 use berth::oci::Digest;
 use serde_json::Value;
 
-use crate::common::cmd::{expect_failure, output, run};
+use crate::common::cmd::{berth, expect_failure, output, run};
 use crate::common::net::{client, fetch_hashed};
 use crate::common::{OCI_MANIFEST, Server};
 
 const PUSHERS: usize = 16;
-
-fn berth(data: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-    cmd.arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env_remove("BERTH_CONFIG");
-    cmd
-}
 
 fn json(cmd: &mut Command) -> Value {
     let out = run(cmd);

@@ -157,6 +157,27 @@ async fn a_full_disk_refuses_uploads_clearly_and_recovers_without_a_restart() {
     let r = client().delete(&loc).send().await.unwrap();
     assert!([204, 404].contains(&r.status().as_u16()), "{}", r.status());
 
+    // An upload whose bytes all arrive before the floor is crossed...
+    let r = client()
+        .post(server.url("/v2/r/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let pending =
+        crate::common::net::absolute(&server.url(""), r.headers()["location"].to_str().unwrap());
+    let last = b"bytes that came before the disk filled".to_vec();
+    let r = client()
+        .patch(&pending)
+        .header("content-type", "application/octet-stream")
+        .body(last.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let pending =
+        crate::common::net::absolute(&server.url(""), r.headers()["location"].to_str().unwrap());
+
     // Fill the disk past the floor: new uploads are refused with a message clients show.
     let (status, filler) = post_blob(&server, "r", vec![9u8; 34 * MIB]).await;
     assert_eq!(status, 201, "{} free", fs.free());
@@ -171,6 +192,15 @@ async fn a_full_disk_refuses_uploads_clearly_and_recovers_without_a_restart() {
     assert_eq!(body["errors"][0]["code"], "DENIED");
     let msg = body["errors"][0]["message"].as_str().unwrap();
     assert!(msg.contains("out of space"), "{msg}");
+    // ...still finishes: its final PUT brings no new byte.
+    let put =
+        crate::common::net::with_query(&pending, "digest", &Digest::sha256_of(&last).to_string());
+    let r = client().put(&put).send().await.unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        201,
+        "an empty final PUT below the floor"
+    );
     let clients = Clients::new();
     let layout = tmp.path().join("layout");
     write_oci_layout(&layout, "v1", 5);
@@ -211,7 +241,8 @@ async fn a_full_disk_refuses_uploads_clearly_and_recovers_without_a_restart() {
     let out = run(Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["--data-dir", data.to_str().unwrap(), "gc"])
         .env_remove("BERTH_CONFIG"));
-    assert!(out.contains("0 blob links, 1 blob,"), "{out}");
+    // The filler, and the small blob finished below the floor (nothing uses it either).
+    assert!(out.contains("1 blob link, 2 blobs,"), "{out}");
     assert!(fs.free() > 30 * MIB as u64, "{} free", fs.free());
     let ready = json(get(&server, "/readyz").await).await;
     assert_eq!(ready["status"], "ok");

@@ -6,19 +6,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::cmd::{expect_failure, output, run};
+use crate::common::cmd::{berth, expect_failure, output, run};
 use crate::common::docker::Docker;
 use crate::common::net::client;
 use crate::common::{Server, basic, require_tool};
-
-fn berth(data: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-    cmd.arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env_remove("BERTH_CONFIG");
-    cmd
-}
 
 /// `htpasswd -nbB -C COST USER PASS`: the bcrypt hash apache2-utils writes.
 fn bcrypt(user: &str, pass: &str) -> String {

@@ -13,20 +13,11 @@ use std::process::Command;
 use berth::oci::Digest;
 use serde_json::Value;
 
-use crate::common::cmd::{expect_failure, output, run};
+use crate::common::cmd::{berth, expect_failure, output, run};
 use crate::common::containers::Clients;
 use crate::common::images::{write_oci_index_layout, write_oci_layout};
 use crate::common::registry2::Registry2;
 use crate::common::{ADMIN_PASSWORD, Server, require_tool};
-
-fn berth(data: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-    cmd.arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env_remove("BERTH_CONFIG");
-    cmd
-}
 
 fn import(data: &Path, source: &Path, extra: &[&str]) -> Value {
     let mut cmd = berth(data, &["import", "registry2", "--json"]);

@@ -119,3 +119,13 @@ fn describe(cmd: &Command, out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// `berth --data-dir DATA ARGS…`, with no configuration file from the environment.
+pub fn berth(data: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("BERTH_CONFIG");
+    cmd
+}
