@@ -241,15 +241,36 @@ impl Adopted {
 /// upload files leaves them alone (a hard link keeps its source's old modification time).
 const ADOPT_PREFIX: &str = "adopt-";
 
+/// A copied file, or (after removing what was written) why it could not be written.
+fn received(path: PathBuf, written: io::Result<Progress>) -> io::Result<Adopted> {
+    match written {
+        Ok(progress) => Ok(Adopted {
+            path,
+            linked: false,
+            progress,
+        }),
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            Err(e)
+        }
+    }
+}
+
 impl Staging {
+    /// A new file name in staging for an adopted or copied blob.
+    fn adopt_path(&self) -> io::Result<PathBuf> {
+        let mut raw = [0u8; 16];
+        getrandom::fill(&mut raw).map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(self
+            .dir
+            .join(format!("{ADOPT_PREFIX}{}", UploadId::from_random(raw))))
+    }
+
     /// Bring `src` into staging: hard-linked when it is on the same file system (no bytes
     /// move; `src` itself is not changed), copied otherwise; either way hashed with `alg`
     /// from the staged file. The caller compares the digest before committing.
     pub async fn adopt(&self, src: &Path, alg: Algorithm) -> io::Result<Adopted> {
-        let mut raw = [0u8; 16];
-        getrandom::fill(&mut raw).map_err(|e| io::Error::other(e.to_string()))?;
-        let name = format!("{ADOPT_PREFIX}{}", UploadId::from_random(raw));
-        let path = self.dir.join(name);
+        let path = self.adopt_path()?;
         let src = src.to_path_buf();
         blocking(move || {
             // Only a regular file: never a link to elsewhere, a FIFO, a device.
@@ -300,11 +321,7 @@ impl Staging {
     {
         use futures_util::StreamExt as _;
         use tokio::io::AsyncWriteExt as _;
-        let mut raw = [0u8; 16];
-        getrandom::fill(&mut raw).map_err(|e| io::Error::other(e.to_string()))?;
-        let path = self
-            .dir
-            .join(format!("{ADOPT_PREFIX}{}", UploadId::from_random(raw)));
+        let path = self.adopt_path()?;
         let written = async {
             let file = secure::file_options()
                 .write(true)
@@ -322,26 +339,12 @@ impl Staging {
             Ok::<_, io::Error>(progress)
         }
         .await;
-        match written {
-            Ok(progress) => Ok(Adopted {
-                path,
-                linked: false,
-                progress,
-            }),
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&path).await;
-                Err(e)
-            }
-        }
+        received(path, written)
     }
 
     /// `receive` from a blocking reader (an entry of a tar stream). Blocking.
     pub fn receive_blocking(&self, body: &mut dyn io::Read, alg: Algorithm) -> io::Result<Adopted> {
-        let mut raw = [0u8; 16];
-        getrandom::fill(&mut raw).map_err(|e| io::Error::other(e.to_string()))?;
-        let path = self
-            .dir
-            .join(format!("{ADOPT_PREFIX}{}", UploadId::from_random(raw)));
+        let path = self.adopt_path()?;
         let written = (|| {
             let mut file = secure::file_options()
                 .write(true)
@@ -360,17 +363,7 @@ impl Staging {
             }
             Ok::<_, io::Error>(progress)
         })();
-        match written {
-            Ok(progress) => Ok(Adopted {
-                path,
-                linked: false,
-                progress,
-            }),
-            Err(e) => {
-                let _ = std::fs::remove_file(&path);
-                Err(e)
-            }
-        }
+        received(path, written)
     }
 
     /// Remove adopted files an interrupted import left behind. Only while no import runs.
