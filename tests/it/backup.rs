@@ -305,7 +305,7 @@ async fn fsck_names_truncated_missing_corrupt_and_orphan_blobs() {
     let data = tmp.path().join("data");
     let server = Server::start(&data, &[]);
     let c = client();
-    let d = push(&server, &c, "app", "1", 1).await;
+    push(&server, &c, "app", "1", 1).await;
     push(&server, &c, "app", "2", 5).await;
     drop(server);
     let sound = run(&mut berth(&data, &["fsck", "--deep"]));
@@ -313,7 +313,6 @@ async fn fsck_names_truncated_missing_corrupt_and_orphan_blobs() {
         sound.starts_with("sound: 1 repositories, 2 manifests, 2 tags, 5 blobs"),
         "{sound}"
     );
-    let _ = d;
 
     let file = |d: &Digest| data.join(format!("blobs/sha256/{}/{}", &d.hex()[..2], d.hex()));
     let blobs: Vec<Digest> = {

@@ -410,10 +410,11 @@ fn the_release_binary_runs_on_debian_11() {
         glibc.lines().next().unwrap_or("").ends_with("2.31"),
         "{glibc}"
     );
-    // It serves there too: the database, the data directory, a request.
-    let script = "/berth serve --data-dir /tmp/d --listen 127.0.0.1:5000 & for i in $(seq 50); do \
-        if /berth --data-dir /tmp/d user list >/dev/null 2>&1; then break; fi; sleep 0.2; done; \
-        /berth --data-dir /tmp/d user list";
+    // It starts there too: its database, its first user, its listeners.
+    let script = "/berth serve --data-dir /tmp/d --listen 127.0.0.1:5000 2>/tmp/log & \
+        for i in $(seq 150); do grep -q 'berth is serving' /tmp/log && break; sleep 0.2; done; \
+        cat /tmp/log; /berth --data-dir /tmp/d user list";
     let out = docker(&["run", "--rm", "-v", &mount, DEBIAN11, "sh", "-c", script]);
+    assert!(out.contains("berth is serving"), "{out}");
     assert!(out.contains("admin"), "{out}");
 }
