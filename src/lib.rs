@@ -1,8 +1,8 @@
 //! berth: a private container registry in one binary.
 //!
 //! ```text
-//! registry/ (the /v2 API, /token)     cli (admin commands)
-//!            \                          /
+//! registry/ (the /v2 API, /token)   ui/ (web pages)   cli (admin commands)
+//!            \                          |               /
 //!   core/ (uploads, manifests, tags)   auth/ (users, tokens, grants)
 //!             /                      \     /
 //!   storage/ (blob files only)      db/ (rusqlite only)
@@ -28,6 +28,7 @@ pub mod server;
 pub mod state;
 pub mod storage;
 pub mod tls;
+pub mod ui;
 
 use axum::Router;
 use axum::routing::{any, get};
@@ -47,7 +48,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(http::health::healthz))
         .route("/readyz", get(http::health::readyz))
         .route("/metrics", get(http::health::metrics_with_token))
-        .fallback(http::not_found)
+        .merge(ui::router(state.clone()))
+        .fallback(ui::not_found)
         .layer(axum::middleware::from_fn(http::log_request))
         .with_state(state)
 }

@@ -6,7 +6,8 @@
 # python3 (its sqlite3 module holds a database lock from outside), docker-registry (registry:2,
 # whose storage `berth import` adopts), apache2-utils (htpasswd files to import), shellcheck
 # (install.sh), mmdebstrap and python3-venv (the installer test boots a Debian image it builds,
-# with release binaries built by tests/release.sh, which puts zig from PyPI in a venv). The
+# with release binaries built by tests/release.sh, which puts zig from PyPI in a venv),
+# chromium and chromium-driver (the web UI's browser test, with Selenium from PyPI). The
 # Docker tests need a running Docker daemon (`docker info`), as on CI; the ctr test uses that
 # daemon's containerd.
 set -euo pipefail
@@ -28,6 +29,8 @@ command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "tests/run.sh: installing ${need[*]}" >&2
@@ -43,6 +46,13 @@ if [ ${#need[@]} -gt 0 ]; then
         echo "tests/run.sh: missing ${need[*]}: run as root, or: sudo apt-get install ${need[*]}" >&2
         exit 1
     fi
+fi
+
+# The browser test's Python side: Selenium (pinned) in a venv of its own, driving Debian's
+# chromium through its chromedriver (no browser download).
+if ! target/ui-venv/bin/python -c 'import selenium' >/dev/null 2>&1; then
+    python3 -m venv target/ui-venv
+    target/ui-venv/bin/pip install --quiet 'selenium==4.51.0'
 fi
 
 shellcheck install.sh tests/*.sh

@@ -58,7 +58,7 @@ impl Auth {
             let n = self
                 .audits_dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if n % 1000 == 0 {
+            if n.is_multiple_of(1000) {
                 tracing::warn!(
                     dropped = n + 1,
                     "failed logins faster than they can be audited; some are not recorded"

@@ -19,8 +19,10 @@ pub mod password;
 pub mod pattern;
 mod robots;
 pub mod secret;
+pub mod sessions;
 mod subject;
 pub mod throttle;
+mod trail;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

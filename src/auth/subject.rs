@@ -24,6 +24,10 @@ pub struct Subject {
 }
 
 impl Subject {
+    pub fn is_admin(&self) -> bool {
+        self.admin
+    }
+
     pub fn is_anonymous(&self) -> bool {
         self.holder == Holder::Anonymous
     }

@@ -126,20 +126,20 @@ impl Tls {
                         return Err(format!("tls.domains: {d:?} is not a DNS name"));
                     }
                 }
-                if let Directory::Url(u) = self.directory() {
-                    if !u.starts_with("https://") {
-                        return Err(format!(
-                            "tls.directory: {u:?} must be production, staging or an https:// URL"
-                        ));
-                    }
+                if let Directory::Url(u) = self.directory()
+                    && !u.starts_with("https://")
+                {
+                    return Err(format!(
+                        "tls.directory: {u:?} must be production, staging or an https:// URL"
+                    ));
                 }
-                if let Some(f) = &self.directory_ca_file {
-                    if !f.is_file() {
-                        return Err(format!(
-                            "tls.directory_ca_file: {} does not exist",
-                            f.display()
-                        ));
-                    }
+                if let Some(f) = &self.directory_ca_file
+                    && !f.is_file()
+                {
+                    return Err(format!(
+                        "tls.directory_ca_file: {} does not exist",
+                        f.display()
+                    ));
                 }
                 if self.challenge == Challenge::Http01 && self.http_addr().is_none() {
                     return Err("tls.challenge = \"http-01\" needs the plain-HTTP listener (tls.http_listen)".into());

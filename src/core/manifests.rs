@@ -33,12 +33,12 @@ fn check_manifest(
         }
         _ => Digest::sha256_of(&body),
     };
-    if let Some(d) = pushed_by {
-        if d != &digest {
-            return Err(Error::DigestInvalid(format!(
-                "manifest content has digest {digest}, not {d}"
-            )));
-        }
+    if let Some(d) = pushed_by
+        && d != &digest
+    {
+        return Err(Error::DigestInvalid(format!(
+            "manifest content has digest {digest}, not {d}"
+        )));
     }
     Ok((parsed, digest, body))
 }
@@ -51,12 +51,14 @@ pub struct Pushed {
 
 impl Registry {
     /// Store a manifest under a tag or digest after checking it and everything it references.
+    /// `pusher` (a user's or a robot token's name) is recorded with the manifest and the tag.
     pub async fn put_manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,
         content_type: Option<&str>,
         body: Bytes,
+        pusher: Option<&str>,
     ) -> Result<Pushed> {
         if body.len() > manifest::MAX_MANIFEST_BYTES {
             return Err(Error::SizeInvalid(format!(
@@ -91,6 +93,7 @@ impl Registry {
         let subject_s = subject.as_ref().map(ToString::to_string);
         let media_type = parsed.media_type.clone();
         let artifact_type = parsed.artifact_type.clone();
+        let pusher = pusher.map(str::to_string);
         self.db
             .write(move |tx| {
                 let repo_id = repos::ensure(tx, &r, now)?;
@@ -113,10 +116,11 @@ impl Registry {
                         blobs: &blob_refs,
                         children: &child_refs,
                         now,
+                        pushed_by: pusher.as_deref(),
                     },
                 )?;
                 if let Some(t) = &tag {
-                    tags::set(tx, repo_id, t, id, now)?;
+                    tags::set_at(tx, repo_id, t, id, now, now, pusher.as_deref())?;
                 }
                 Ok(())
             })

@@ -6,6 +6,7 @@
 
 pub mod backup;
 mod blobs;
+pub mod browse;
 mod error;
 pub mod gc;
 pub mod import;

@@ -246,6 +246,7 @@ mod tests {
                 blobs: &blobs,
                 children: &children,
                 now: 10,
+                pushed_by: None,
             },
         )
         .unwrap()

@@ -16,6 +16,8 @@ pub struct NewManifest<'a> {
     pub blobs: &'a [String],
     pub children: &'a [String],
     pub now: i64,
+    /// A user's or a robot token's name; `None` when nobody pushed it (an import).
+    pub pushed_by: Option<&'a str>,
 }
 
 #[derive(Debug, Clone)]
@@ -34,8 +36,8 @@ pub fn insert(c: &Connection, m: &NewManifest<'_>) -> Result<i64> {
     let inserted = c
         .prepare_cached(
             "INSERT INTO manifests (repository_id, digest, media_type, artifact_type,
-                 subject_digest, annotations, size, content, pushed_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 subject_digest, annotations, size, content, pushed_at, pushed_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT(repository_id, digest) DO NOTHING",
         )?
         .execute(params![
@@ -47,7 +49,8 @@ pub fn insert(c: &Connection, m: &NewManifest<'_>) -> Result<i64> {
             m.annotations,
             m.content.len() as i64,
             m.content,
-            m.now
+            m.now,
+            m.pushed_by
         ])?;
     let id: i64 = c
         .prepare_cached("SELECT id FROM manifests WHERE repository_id = ?1 AND digest = ?2")?
@@ -221,6 +224,7 @@ mod tests {
             blobs,
             children,
             now: 7,
+            pushed_by: None,
         }
     }
 

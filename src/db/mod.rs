@@ -8,10 +8,12 @@
 pub mod audit;
 pub mod backup;
 pub mod blobs;
+pub mod browse;
 pub mod gc;
 pub mod manifests;
 pub mod repos;
 pub mod retention;
+pub mod sessions;
 pub mod settings;
 pub mod tags;
 pub mod tokens;
@@ -48,7 +50,20 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_pulled_by",
         include_str!("../../migrations/0008_pulled_by.sql"),
     ),
+    ("0009_ui", include_str!("../../migrations/0009_ui.sql")),
 ];
+
+/// `text` with LIKE's pattern characters escaped by `\\` (for `… ESCAPE '\\'`).
+pub(crate) fn like_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {

@@ -23,10 +23,10 @@ fn untagged(c: &Connection, manifest_id: i64, now: i64) -> Result<()> {
 /// Point `tag` at `manifest_id`, moving it if it pointed elsewhere. A push of the same tag
 /// again counts as a push (retention's push time is the tag's).
 pub fn set(c: &Connection, repo_id: i64, tag: &str, manifest_id: i64, now: i64) -> Result<()> {
-    set_at(c, repo_id, tag, manifest_id, now, now)
+    set_at(c, repo_id, tag, manifest_id, now, now, None)
 }
 
-/// `set`, recording the tag as set at `at` (an import keeps the source's time).
+/// `set`, recording the tag as set at `at` (an import keeps the source's time) by `by`.
 pub fn set_at(
     c: &Connection,
     repo_id: i64,
@@ -34,16 +34,19 @@ pub fn set_at(
     manifest_id: i64,
     at: i64,
     now: i64,
+    by: Option<&str>,
 ) -> Result<()> {
     if let Some(old) = target(c, repo_id, tag)?.filter(|old| *old != manifest_id) {
         untagged(c, old, now)?;
     }
     c.prepare_cached(
-        "INSERT INTO tags (repository_id, name, manifest_id, updated_at) VALUES (?1, ?2, ?3, ?4)
+        "INSERT INTO tags (repository_id, name, manifest_id, updated_at, pushed_by)
+         VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT(repository_id, name) DO UPDATE
-         SET manifest_id = excluded.manifest_id, updated_at = excluded.updated_at",
+         SET manifest_id = excluded.manifest_id, updated_at = excluded.updated_at,
+             pushed_by = excluded.pushed_by",
     )?
-    .execute(params![repo_id, tag, manifest_id, at])?;
+    .execute(params![repo_id, tag, manifest_id, at, by])?;
     Ok(())
 }
 

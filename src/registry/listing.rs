@@ -29,14 +29,14 @@ fn json_page(body: Value, page: &Page, base: &str, n: Option<i64>) -> Response {
     let mut resp = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json");
-    if page.more {
-        if let Some(last) = page.items.last() {
-            let n = n.unwrap_or(page.items.len() as i64);
-            resp = resp.header(
-                header::LINK,
-                hv(format!("<{base}?n={n}&last={last}>; rel=\"next\"")),
-            );
-        }
+    if page.more
+        && let Some(last) = page.items.last()
+    {
+        let n = n.unwrap_or(page.items.len() as i64);
+        resp = resp.header(
+            header::LINK,
+            hv(format!("<{base}?n={n}&last={last}>; rel=\"next\"")),
+        );
     }
     resp.body(Body::from(body.to_string()))
         .expect("valid response")

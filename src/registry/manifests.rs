@@ -64,6 +64,7 @@ pub async fn put(
     origin: &Origin,
     repo: &RepoName,
     reference: &Reference,
+    pusher: Option<&str>,
     req: Request,
 ) -> ApiResult {
     let too_big = || {
@@ -96,7 +97,7 @@ pub async fn put(
         })?
         .to_bytes();
     let pushed = reg
-        .put_manifest(repo, reference, content_type.as_deref(), body)
+        .put_manifest(repo, reference, content_type.as_deref(), body, pusher)
         .await?;
     crate::metrics::global().pushes.inc();
     let mut resp = Response::builder()

@@ -117,7 +117,8 @@ async fn handle(app: &AppState, caller: &Caller, route: Route, req: Request) -> 
             manifests::get(reg, &repo, &r, head, puller).await
         }
         (Route::Manifest(repo, r), Method::PUT) => {
-            manifests::put(reg, &caller.origin, &repo, &r, req).await
+            let pusher = caller.subject.name.as_deref();
+            manifests::put(reg, &caller.origin, &repo, &r, pusher, req).await
         }
         // Nothing is ever stored under an invalid reference: reads find nothing.
         (Route::ManifestBadRef(..), Method::GET | Method::HEAD | Method::DELETE) => {

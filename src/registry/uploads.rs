@@ -77,15 +77,15 @@ pub async fn start(
     who: &Uploader,
     req: Request,
 ) -> ApiResult {
-    if let Some(mount) = query_digest(query, "mount")? {
-        if let Some(from) = query.get("from").filter(|_| mount_ok) {
-            let from = RepoName::parse(from).map_err(|_| ApiError::NameInvalid)?;
-            if reg.mount_blob(repo, &from, &mount).await? {
-                return Ok(created(origin, repo, &mount));
-            }
+    if let Some(mount) = query_digest(query, "mount")?
+        && let Some(from) = query.get("from").filter(|_| mount_ok)
+    {
+        let from = RepoName::parse(from).map_err(|_| ApiError::NameInvalid)?;
+        if reg.mount_blob(repo, &from, &mount).await? {
+            return Ok(created(origin, repo, &mount));
         }
-        // Not mountable: an ordinary upload session, as the spec says.
     }
+    // Not mountable: an ordinary upload session, as the spec says.
     let digest = query_digest(query, "digest")?;
     let id = reg.start_upload(repo, who).await?;
     let Some(digest) = digest else {

@@ -152,6 +152,19 @@ impl Staging {
         .await
     }
 
+    /// The file system's size and the bytes free for berth, in that order.
+    pub async fn disk_space(&self) -> io::Result<(u64, u64)> {
+        let dir = self.dir.clone();
+        blocking(move || {
+            let st = rustix::fs::statvfs(&dir)?;
+            Ok((
+                st.f_blocks.saturating_mul(st.f_frsize),
+                st.f_bavail.saturating_mul(st.f_frsize),
+            ))
+        })
+        .await
+    }
+
     /// The upload file of `id`, complete and verified by the caller, for `BlobStore::commit`.
     pub fn staged(&self, id: &UploadId) -> Staged {
         Staged {

@@ -77,6 +77,16 @@ pub fn current(config: &Config) -> Option<Result<CertInfo, String>> {
     })
 }
 
+/// The last ACME error recorded, while no certificate has replaced it. Blocking.
+pub fn last_acme_error(config: &Config) -> Option<String> {
+    if config.tls.mode != TlsMode::Acme {
+        return None;
+    }
+    std::fs::read_to_string(config.data().acme().join("last-error"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
 /// The report `berth tls status` prints; `Err` when TLS is on but no certificate is usable.
 pub fn report(config: &Config, now: i64) -> Result<String, String> {
     let tls = &config.tls;

@@ -87,6 +87,7 @@ async fn push_image(reg: &Registry, repo: &RepoName, who: &Uploader, n: usize) -
             &Reference::Tag(t.clone()),
             Some(OCI_MANIFEST),
             body.clone(),
+            Some("bench"),
         )
         .await?;
     }
@@ -147,7 +148,7 @@ async fn manifest_pushes(
                 .expect("json");
                 let tag = Tag::parse(&format!("r{round}-t{t}-{i}")).expect("tag");
                 let started = Instant::now();
-                reg.put_manifest(&repo, &Reference::Tag(tag), Some(OCI_MANIFEST), Bytes::from(body))
+                reg.put_manifest(&repo, &Reference::Tag(tag), Some(OCI_MANIFEST), Bytes::from(body), Some("bench"))
                     .await
                     .expect("manifest push");
                 lat.push(started.elapsed());

@@ -35,7 +35,7 @@ impl Settings {
     }
 
     pub fn size_label(&self) -> String {
-        if self.size_mib % 1024 == 0 {
+        if self.size_mib.is_multiple_of(1024) {
             format!("{} GiB", self.size_mib / 1024)
         } else {
             format!("{} MiB", self.size_mib)

@@ -65,7 +65,7 @@ impl Plan {
         let mut prng = Prng::new(1000 + i);
         let size = prng.range(1 << 20, 8 << 20) as usize;
         let blob = Blob::new(prng.bytes(size));
-        let image = (i % 2 == 0).then(|| {
+        let image = i.is_multiple_of(2).then(|| {
             let config = Blob::new(
                 json!({"architecture": "amd64", "os": "linux", "push": i})
                     .to_string()

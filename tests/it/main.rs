@@ -35,3 +35,6 @@ mod secrecy;
 mod soak;
 mod store_contract;
 mod tls;
+mod ui;
+mod ui_admin;
+mod ui_browser;

@@ -142,6 +142,8 @@ impl Gc {
 pub enum Trigger {
     Schedule,
     Cli,
+    /// The web UI, by an administrator.
+    Ui,
 }
 
 impl Trigger {
@@ -149,6 +151,7 @@ impl Trigger {
         match self {
             Trigger::Schedule => "schedule",
             Trigger::Cli => "cli",
+            Trigger::Ui => "ui",
         }
     }
 }

@@ -448,6 +448,7 @@ impl Registry {
             &Reference::Digest(d.clone()),
             Some(&refs.media_type),
             Bytes::from(body),
+            None,
         )
         .await?;
         Ok(true)
@@ -469,7 +470,7 @@ impl Registry {
             .write(move |tx| {
                 let id = repos::ensure(tx, &r, now)?;
                 let m = manifests::by_digest(tx, &r, &ds, false)?.ok_or(Error::ManifestUnknown)?;
-                tags::set_at(tx, id, &t, m.id, at, now)?;
+                tags::set_at(tx, id, &t, m.id, at, now, None)?;
                 Ok::<_, Error>(())
             })
             .await

@@ -119,6 +119,21 @@ pub async fn remove(db: &Db, name: &str) -> Result<bool> {
         .await
 }
 
+/// The latest stored run reports, newest first (their decisions are the deletions only).
+pub async fn history(db: &Db, limit: i64) -> Result<Vec<RetentionReport>> {
+    let rows = db
+        .read(move |c| q::recent_runs(c, limit).map_err(Error::from))
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, json)| {
+            let mut r: RetentionReport = serde_json::from_str(&json).ok()?;
+            r.id = Some(id);
+            Some(r)
+        })
+        .collect())
+}
+
 fn parse_stored(json: &str) -> Result<PolicySpec> {
     serde_json::from_str(json).map_err(|e| {
         Error::Io(std::io::Error::other(format!(

@@ -140,7 +140,11 @@ const MAX_SPAN: u64 = 100 * 366 * 86_400;
 impl PolicySpec {
     /// Parse a policy file (TOML).
     pub fn from_toml(text: &str) -> Result<PolicySpec, String> {
-        toml::from_str(text).map_err(|e| e.message().to_string())
+        toml::from_str(text).map_err(|e| match e.message().trim() {
+            // toml says nothing for some cut-off texts (`name = ` at the end).
+            "" => "the policy ends where a value is expected".to_string(),
+            m => m.to_string(),
+        })
     }
 
     pub fn compile(&self) -> Result<Policy, String> {

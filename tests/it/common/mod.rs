@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod cmd;
 pub mod containers;
 pub mod curl;

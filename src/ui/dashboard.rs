@@ -1,0 +1,133 @@
+//! The dashboard: disk, blob store, what collection could free, the last collection and
+//! retention runs, the certificate, and the last day's pushes and pulls.
+
+use askama::Template;
+use axum::extract::State;
+use axum::response::Response;
+
+use super::page::{self, Chrome, UiError, bytes, render};
+use super::session::Viewer;
+use crate::state::AppState;
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct Dashboard {
+    chrome: Chrome,
+    disk_used: String,
+    disk_free: String,
+    disk_total: String,
+    disk_percent: u64,
+    uploads_refused: bool,
+    blobs: u64,
+    blob_bytes: String,
+    uploads_open: u64,
+    /// From the latest collection report, real or dry run.
+    gc_estimate: Option<GcEstimate>,
+    last_gc: String,
+    last_retention: String,
+    tls: Vec<(String, String)>,
+    pushed_day: u64,
+    pulled_day: u64,
+}
+
+struct GcEstimate {
+    at: String,
+    now: String,
+    after_grace: String,
+}
+
+/// GET /
+pub async fn show(State(app): State<AppState>, viewer: Viewer) -> Result<Response, UiError> {
+    let reg = &app.registry;
+    let now = reg.now();
+    let (total, free) = reg.disk_space().await?;
+    let refused = reg
+        .write_status()
+        .await
+        .map(|s| reg.refusal(s).is_some())
+        .unwrap_or(false);
+    let (blobs, blob_bytes, uploads_open) = reg.stats().await?;
+    let history = reg.gc_history(20).await?;
+    let gc_estimate = history.first().map(|r| GcEstimate {
+        at: format!(
+            "{} ({})",
+            page::ago(Some(r.finished_at), now),
+            if r.dry_run { "dry run" } else { "run" }
+        ),
+        now: bytes(if r.dry_run { r.bytes_freed } else { 0 }),
+        after_grace: bytes(r.bytes_waiting),
+    });
+    let last_gc = match history.iter().find(|r| !r.dry_run) {
+        Some(r) => format!(
+            "{}, freed {} ({})",
+            page::ago(Some(r.finished_at), now),
+            bytes(r.bytes_freed),
+            r.trigger
+        ),
+        None => "never".into(),
+    };
+    let last_retention = match reg.last_retention_run().await? {
+        Some((at, dry, deleted, trigger)) => format!(
+            "{}, {} {} tag{} ({trigger})",
+            page::ago(Some(at), now),
+            if dry { "would delete" } else { "deleted" },
+            deleted,
+            if deleted == 1 { "" } else { "s" }
+        ),
+        None => "never".into(),
+    };
+    let config = app.config.clone();
+    let tls = tokio::task::spawn_blocking(move || tls_rows(&config, now))
+        .await
+        .map_err(|e| UiError::Internal(e.to_string()))?;
+    let (pushed_day, pulled_day) = reg.activity(now - 86_400).await?;
+    let used = total.saturating_sub(free);
+    let page = Dashboard {
+        chrome: Chrome::new("Dashboard", &viewer, "dashboard"),
+        disk_used: bytes(used),
+        disk_free: bytes(free),
+        disk_total: bytes(total),
+        disk_percent: (used * 100).checked_div(total).unwrap_or(0),
+        uploads_refused: refused,
+        blobs,
+        blob_bytes: bytes(blob_bytes),
+        uploads_open,
+        gc_estimate,
+        last_gc,
+        last_retention,
+        tls,
+        pushed_day,
+        pulled_day,
+    };
+    Ok(render(&page))
+}
+
+/// The certificate's figures as (label, value) rows. Blocking (reads the certificate).
+fn tls_rows(config: &crate::config::Config, now: i64) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    match crate::tls::status::current(config) {
+        None => rows.push((
+            "HTTPS".to_string(),
+            "off: plain HTTP (TLS ends in front of berth)".to_string(),
+        )),
+        Some(Ok(c)) => {
+            rows.push(("Names".into(), c.names.join(", ")));
+            rows.push(("Issuer".into(), c.issuer));
+            let left = (c.not_after - now) / 86_400;
+            let when = if c.not_after <= now {
+                "EXPIRED".to_string()
+            } else {
+                format!("in {left} days")
+            };
+            rows.push((
+                "Expires".into(),
+                format!("{} ({when})", page::utc(c.not_after)),
+            ));
+        }
+        Some(Err(e)) => rows.push(("Certificate".into(), e)),
+    }
+    if let Some(e) = crate::tls::status::last_acme_error(config) {
+        rows.push(("Last ACME error".into(), e));
+    }
+    rows
+}

@@ -1,0 +1,138 @@
+//! Sign-in and sign-out.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{FromRequest, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::assets;
+use super::page::{UiError, html_response};
+use super::session::{self, Viewer};
+use crate::auth::AuthError;
+use crate::state::AppState;
+
+#[derive(Template)]
+#[template(path = "signin.html")]
+struct SignInPage<'a> {
+    css: &'static str,
+    icon: &'static str,
+    next: &'a str,
+    name: &'a str,
+    error: &'a str,
+}
+
+#[derive(Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct SignInForm {
+    name: String,
+    password: String,
+    next: Option<String>,
+}
+
+/// Where to go after signing in: a path on this site, never another host.
+fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
+        _ => "/",
+    }
+}
+
+fn page(status: StatusCode, next: &str, name: &str, error: &str) -> Response {
+    let p = SignInPage {
+        css: assets::CSS.path(),
+        icon: assets::ICON.path(),
+        next,
+        name,
+        error,
+    };
+    match p.render() {
+        Ok(html) => html_response(status, html),
+        Err(e) => UiError::Internal(format!("template: {e}")).into_response(),
+    }
+}
+
+/// GET /signin
+pub async fn form(Query(q): Query<NextQuery>) -> Response {
+    page(StatusCode::OK, safe_next(q.next.as_deref()), "", "")
+}
+
+/// POST /signin
+pub async fn submit(State(app): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let req = Request::from_parts(parts.clone(), body);
+    let Ok(Form(f)) = Form::<SignInForm>::from_request(req, &app).await else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "/",
+            "",
+            "Fill in your name and password.",
+        );
+    };
+    let next = safe_next(f.next.as_deref());
+    let plain = axum::http::Request::from_parts(parts.clone(), ());
+    let origin = app.origin(&plain);
+    let agent = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match app
+        .auth
+        .sign_in(f.name.trim(), &f.password, &origin.client, agent)
+        .await
+    {
+        Ok((secret, _)) => {
+            // A session the browser held before is ended: sign-in rotates it.
+            if let Some(old) = session::session_cookie(&app, &parts)
+                && let Ok(Some(subject)) = app.auth.session(old).await
+                && let Err(e) = app.auth.sign_out(old, &subject, &origin.client).await
+            {
+                tracing::warn!(error = %e, "could not end the session replaced at sign-in");
+            }
+            let secure = session::is_https(&app, &parts);
+            let mut r = Redirect::to(next).into_response();
+            r.headers_mut()
+                .insert(header::SET_COOKIE, session::set_cookie(&secret, secure));
+            r
+        }
+        Err(AuthError::Unauthorized(why)) => {
+            let msg = if why.starts_with("robot") {
+                why
+            } else {
+                "Wrong name or password."
+            };
+            page(StatusCode::UNAUTHORIZED, next, &f.name, msg)
+        }
+        Err(AuthError::Locked(s)) => page(
+            StatusCode::TOO_MANY_REQUESTS,
+            next,
+            &f.name,
+            &format!("Too many failed sign-ins from here; try again in {s} seconds."),
+        ),
+        Err(e) => UiError::from(e).into_response(),
+    }
+}
+
+/// POST /signout
+pub async fn sign_out(State(app): State<AppState>, viewer: Viewer, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    if let Err(e) = app
+        .auth
+        .sign_out(&viewer.secret, &viewer.subject, &viewer.client)
+        .await
+    {
+        return UiError::from(e).into_response();
+    }
+    let mut r = Redirect::to("/signin").into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        session::clear_cookie(session::is_https(&app, &parts)),
+    );
+    r
+}
