@@ -410,6 +410,7 @@ fi
 AS_BERTH="runuser -u berth -- berth --config $CONF"
 say ""
 say "  registry:  $url"
+say "  web UI:    $url/   (sign in with a user's password)"
 if [ "$FIRST" = 1 ]; then
     say "  user:      admin"
     if [ -n "${BERTH_ADMIN_PASSWORD:-}" ]; then

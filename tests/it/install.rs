@@ -418,3 +418,183 @@ fn the_release_binary_runs_on_debian_11() {
     assert!(out.contains("berth is serving"), "{out}");
     assert!(out.contains("admin"), "{out}");
 }
+
+/// `--domain D --email E`, run as the README's cloud-init runs it (the admin password chosen
+/// there, a pull-only token for k3s written to registries.yaml): berth gets its certificate
+/// over ACME by itself (pebble on the
+/// Docker bridge stands in for Let's Encrypt; its DNS answers the container's address for
+/// every name, and it validates on the container's ports 443 and 80). The registry then
+/// answers on https://D with a certificate for D that chains to pebble's root, port 80
+/// redirects to HTTPS, the web UI's sign-in page is there, and `berth tls status` names D.
+#[test]
+fn install_sh_with_a_domain_gets_its_certificate_over_acme() {
+    const DOMAIN: &str = "registry.test";
+    image();
+    let v1 = release("0.1.0-install-test.1");
+    let gw = gateway();
+    let site = Site::start(&gw);
+    site.publish("latest", &v1);
+    let m = Machine::boot(IMAGE, &gw);
+    let ip = m.address();
+    let mut pebble = crate::common::pebble::Pebble::new_at(&gw, &ip, 443, 80, None);
+    pebble.start();
+    // The CA of pebble's API, where the service (ProtectSystem, its own user) can read it.
+    let ca = "/usr/local/share/pebble-api-ca.pem";
+    docker(&[
+        "cp",
+        &pebble.api_ca.display().to_string(),
+        &format!("{}:{ca}", m.id),
+    ]);
+    m.sh(&format!("chmod 0644 {ca}"));
+
+    // The README's cloud-init with the admin password and a k3s token, as cloud-init runs
+    // its runcmd: each item a shell script, in order. Only the release site, the domain and
+    // the test CA differ.
+    let site_url = &site.url;
+    let runcmd = readme_cloud_init_runcmd().into_iter().map(|item| {
+        item.replace(
+            "https://github.com/berth-registry/berth/releases/latest/download/install.sh",
+            &format!("{site_url}/install.sh"),
+        )
+        .replace(
+            " sh -s -- ",
+            &format!(
+                " BERTH_RELEASE_URL={site_url} sh -s -- --acme-directory {} --acme-ca-file {ca} ",
+                pebble.directory
+            ),
+        )
+        .replace("registry.example.com", DOMAIN)
+    });
+    let mut said = String::new();
+    for item in runcmd {
+        said.push_str(&m.sh(&item));
+    }
+    assert!(
+        said.contains(&format!("registry:  https://{DOMAIN}")),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("web UI:    https://{DOMAIN}/")),
+        "{said}"
+    );
+    assert!(said.contains("open TCP ports 80 and 443"), "{said}");
+    // registry.test resolves nowhere from inside: the installer warns, and goes on.
+    assert!(
+        said.contains(&format!("{DOMAIN} does not resolve yet")),
+        "{said}"
+    );
+
+    // The certificate arrives within seconds; until then handshakes fail.
+    let root = pebble.root();
+    let resolve = format!("{DOMAIN}:443:{ip}");
+    let https = |path: &str| {
+        Command::new(require_tool("curl"))
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--resolve",
+                &resolve,
+                "--cacert",
+            ])
+            .arg(&root)
+            .arg(format!("https://{DOMAIN}{path}"))
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = https("/v2/");
+        if String::from_utf8_lossy(&out.stdout) == "401" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no certificate from pebble in time; berth's log:\n{}\npebble:\n{}",
+            m.sh("journalctl -u berth --no-pager -o cat"),
+            pebble.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(pebble.issued() >= 1, "{}", pebble.log());
+    assert_eq!(String::from_utf8_lossy(&https("/signin").stdout), "200");
+    let redirect = run(Command::new(require_tool("curl")).args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        "-H",
+        &format!("Host: {DOMAIN}"),
+        &format!("http://{ip}/v2/"),
+    ]));
+    assert_eq!(redirect, format!("308 https://{DOMAIN}/v2/"));
+    let status = m.sh("runuser -u berth -- berth --config /etc/berth/berth.toml tls status");
+    assert!(status.contains(&format!("names: {DOMAIN}")), "{status}");
+    assert!(m.sh("systemctl is-active berth").trim() == "active");
+
+    // The password cloud-init chose is the admin's; the k3s token it wrote works, for pulls.
+    let as_user = |user: &str, secret: &str, path: &str| {
+        let out = Command::new(require_tool("curl"))
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--resolve",
+                &resolve,
+                "--cacert",
+            ])
+            .arg(&root)
+            .args(["-u", &format!("{user}:{secret}")])
+            .arg(format!("https://{DOMAIN}{path}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(as_user("admin", "change-me-0123456789", "/v2/"), "200");
+    assert_eq!(
+        m.sh("stat -c %a /etc/rancher/k3s/registries.yaml").trim(),
+        "600"
+    );
+    let yaml = m.sh("cat /etc/rancher/k3s/registries.yaml");
+    assert!(yaml.contains(&format!("\"{DOMAIN}\":")), "{yaml}");
+    let token = yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("password: "))
+        .unwrap_or_else(|| panic!("no token in:\n{yaml}"))
+        .to_string();
+    assert!(yaml.contains("username: k3s"), "{yaml}");
+    assert_eq!(as_user("k3s", &token, "/v2/"), "200");
+    assert_eq!(as_user("k3s", "wrong", "/v2/"), "401");
+}
+
+/// The `runcmd` items of the README's second `#cloud-config` block (the one that sets the
+/// admin password and writes k3s's registries.yaml).
+fn readme_cloud_init_runcmd() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let block = readme
+        .split("```yaml\n#cloud-config\n")
+        .nth(2)
+        .and_then(|b| b.split("```").next())
+        .expect("a second #cloud-config block in the README");
+    let mut items: Vec<String> = Vec::new();
+    for line in block.lines().skip_while(|l| *l != "runcmd:").skip(1) {
+        if let Some(item) = line.strip_prefix("  - ") {
+            items.push(if item == "|" {
+                String::new()
+            } else {
+                item.to_string()
+            });
+        } else if let (Some(body), Some(last)) = (line.strip_prefix("    "), items.last_mut()) {
+            last.push_str(body);
+            last.push('\n');
+        }
+    }
+    assert!(items.len() >= 2, "runcmd items: {items:?}");
+    items
+}

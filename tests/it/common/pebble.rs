@@ -1,7 +1,8 @@
-//! A real ACME CA on loopback: Debian's `pebble`, with `pebble-challtestsrv` as its DNS server
-//! (every name resolves to 127.0.0.1), its own API certificate made with openssl, and free
-//! ports. One instance per test: pebble keeps its state in memory and makes a new root on
-//! every start.
+//! A real ACME CA: Debian's `pebble`, with `pebble-challtestsrv` as its DNS server (every name
+//! resolves to one address: 127.0.0.1, or a container's), its own API certificate made with
+//! openssl, and free ports, on loopback or another address of the host (the Docker bridge, for
+//! a container). One instance per test: pebble keeps its state in memory and makes a new root
+//! on every start.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,6 +23,8 @@ pub struct Pebble {
     mgmt_port: u16,
     dns_port: u16,
     config: PathBuf,
+    /// The address pebble listens on.
+    ip: String,
 }
 
 /// Run openssl in `dir`; panics with its error output on failure.
@@ -69,6 +72,18 @@ impl Pebble {
     /// Configure pebble to validate TLS-ALPN-01 on `tls_port` and HTTP-01 on `http_port`
     /// (berth's listeners), with certificates valid `validity_secs` when given. Not started.
     pub fn new(tls_port: u16, http_port: u16, validity_secs: Option<u64>) -> Pebble {
+        Self::new_at("127.0.0.1", "127.0.0.1", tls_port, http_port, validity_secs)
+    }
+
+    /// `new`, listening on `ip` (an address of this host), with every name resolving to
+    /// `resolve_to` (where the server asking for certificates answers the challenges).
+    pub fn new_at(
+        ip: &str,
+        resolve_to: &str,
+        tls_port: u16,
+        http_port: u16,
+        validity_secs: Option<u64>,
+    ) -> Pebble {
         require_tool("pebble");
         require_tool("pebble-challtestsrv");
         let dir = tempfile::tempdir().unwrap();
@@ -102,7 +117,7 @@ impl Pebble {
         );
         std::fs::write(
             d.join("ext.cnf"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n",
+            format!("subjectAltName=DNS:localhost,IP:127.0.0.1,IP:{ip}\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n"),
         )
         .unwrap();
         openssl(
@@ -134,13 +149,13 @@ impl Pebble {
         std::fs::write(
             &config,
             format!(
-                "{{\n  \"pebble\": {{\n    \"listenAddress\": \"127.0.0.1:{api_port}\",\n    \"managementListenAddress\": \"127.0.0.1:{mgmt_port}\",\n    \"certificate\": \"cert.pem\",\n    \"privateKey\": \"key.pem\",\n    \"httpPort\": {http_port},\n    \"tlsPort\": {tls_port},\n    \"ocspResponderURL\": \"\",\n    \"externalAccountBindingRequired\": false{validity}\n  }}\n}}\n"
+                "{{\n  \"pebble\": {{\n    \"listenAddress\": \"{ip}:{api_port}\",\n    \"managementListenAddress\": \"{ip}:{mgmt_port}\",\n    \"certificate\": \"cert.pem\",\n    \"privateKey\": \"key.pem\",\n    \"httpPort\": {http_port},\n    \"tlsPort\": {tls_port},\n    \"ocspResponderURL\": \"\",\n    \"externalAccountBindingRequired\": false{validity}\n  }}\n}}\n"
             ),
         )
         .unwrap();
         let log = std::fs::File::create(d.join("challtestsrv.log")).unwrap();
         let challtestsrv = Command::new("pebble-challtestsrv")
-            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", "", "-dns01"])
+            .args(["-defaultIPv4", resolve_to, "-defaultIPv6", "", "-dns01"])
             .arg(format!("127.0.0.1:{dns_port}"))
             .args([
                 "-http01",
@@ -157,8 +172,10 @@ impl Pebble {
             .stderr(log)
             .spawn()
             .unwrap();
+        let api_host = if ip == "127.0.0.1" { "localhost" } else { ip };
         Pebble {
-            directory: format!("https://localhost:{api_port}/dir"),
+            directory: format!("https://{api_host}:{api_port}/dir"),
+            ip: ip.to_string(),
             api_ca: d.join("ca.pem"),
             dir,
             pebble: None,
@@ -225,7 +242,7 @@ impl Pebble {
         let out = Command::new(require_tool("curl"))
             .args(["-sf", "--cacert"])
             .arg(&self.api_ca)
-            .arg(format!("https://127.0.0.1:{}/roots/0", self.mgmt_port))
+            .arg(format!("https://{}:{}/roots/0", self.ip, self.mgmt_port))
             .output()
             .unwrap();
         assert!(out.status.success(), "cannot fetch pebble's root");
