@@ -77,8 +77,13 @@ impl Auth {
                 )
             })
             .await?;
-        self.record(subject.name.clone(), addr, "ui.sign_in", None)
-            .await?;
+        // The session exists: a failed audit write is logged, not a failed sign-in.
+        if let Err(e) = self
+            .record(subject.name.clone(), addr, "ui.sign_in", None)
+            .await
+        {
+            tracing::error!(error = %e, "could not audit a sign-in");
+        }
         Ok((SessionSecret(value), subject))
     }
 

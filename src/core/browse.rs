@@ -13,6 +13,8 @@ use crate::oci::{Digest, RepoName};
 const MAX_CONFIG_BYTES: u64 = 256 * 1024;
 /// Referrers listed per manifest.
 const MAX_REFERRERS: u64 = 50;
+/// Platforms listed per index (an index may list thousands of children; a page reads a few).
+const MAX_PLATFORMS: usize = 64;
 
 /// How the repository list is ordered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,14 +108,13 @@ impl Registry {
                 let total = rows.len() as u64;
                 // Sizes cost a query each: for the page only, unless the order needs them all.
                 let mut rows: Vec<RepoSummary> = if query.sort == RepoSort::Size {
+                    let sizes = q::all_sizes(c)?;
                     rows.into_iter()
-                        .map(|row| {
-                            Ok(RepoSummary {
-                                size: q::repo_size(c, row.id)?,
-                                row,
-                            })
+                        .map(|row| RepoSummary {
+                            size: sizes.get(&row.id).copied().unwrap_or((0, 0)),
+                            row,
                         })
-                        .collect::<Result<_>>()?
+                        .collect()
                 } else {
                     rows.into_iter()
                         .map(|row| RepoSummary { row, size: (0, 0) })
@@ -221,7 +222,9 @@ impl Registry {
                     let Some(digest) = desc["digest"].as_str() else {
                         continue;
                     };
-                    let (size, users) = q::blob_use(c, digest)?.unwrap_or((0, 0));
+                    // A layer stored elsewhere (`urls`) has no blob here: its descriptor's size.
+                    let declared = desc["size"].as_u64().unwrap_or(0);
+                    let (size, users) = q::blob_use(c, digest)?.unwrap_or((declared, 0));
                     layers.push(Layer {
                         digest: digest.to_string(),
                         media_type: desc["mediaType"].as_str().unwrap_or("").to_string(),
@@ -369,8 +372,8 @@ fn index_platforms(
     let Some(children) = json["manifests"].as_array() else {
         return Ok(None);
     };
-    let mut out = Vec::with_capacity(children.len());
-    for child in children {
+    let mut out = Vec::with_capacity(children.len().min(MAX_PLATFORMS));
+    for child in children.iter().take(MAX_PLATFORMS) {
         let Some(digest) = child["digest"].as_str() else {
             continue;
         };

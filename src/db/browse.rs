@@ -45,11 +45,15 @@ pub fn repositories(c: &Connection) -> Result<Vec<RepoRow>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Who pushed the repository's newest tag.
+/// Who made the repository's newest push (a tag, or a manifest pushed by digest): the push
+/// `RepoRow::pushed_at` dates.
 pub fn last_pusher(c: &Connection, repo_id: i64) -> Result<Option<String>> {
     Ok(c.prepare_cached(
-        "SELECT pushed_by FROM tags WHERE repository_id = ?1
-             ORDER BY updated_at DESC LIMIT 1",
+        "SELECT who FROM (
+             SELECT updated_at AS at, pushed_by AS who FROM tags WHERE repository_id = ?1
+             UNION ALL
+             SELECT pushed_at, pushed_by FROM manifests WHERE repository_id = ?1)
+         ORDER BY at DESC LIMIT 1",
     )?
     .query_row(params![repo_id], |r| r.get(0))
     .optional()?
@@ -292,11 +296,12 @@ pub fn activity(c: &Connection, since: i64) -> Result<(u64, u64)> {
     Ok((pushed as u64, pulled as u64))
 }
 
-/// The latest retention run: (finished at, dry run, tags deleted, trigger).
+/// The latest retention run that deleted (not a preview): (finished at, dry run, tags
+/// deleted, trigger).
 pub fn last_retention_run(c: &Connection) -> Result<Option<(i64, bool, u64, String)>> {
     Ok(c.prepare_cached(
         "SELECT finished_at, dry_run, deleted, trigger FROM retention_runs
-             ORDER BY id DESC LIMIT 1",
+         WHERE dry_run = 0 ORDER BY id DESC LIMIT 1",
     )?
     .query_row([], |r| {
         Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64, r.get(3)?))
@@ -369,7 +374,7 @@ mod tests {
         assert_eq!(rows[0].name, "a");
         assert_eq!((rows[0].tags, rows[0].pushed_at), (1, Some(7)));
         assert_eq!(last_pusher(&c, a).unwrap().as_deref(), Some("ci"));
-        assert_eq!(last_pusher(&c, b).unwrap(), None);
+        assert_eq!(last_pusher(&c, b).unwrap(), None, "b's push named nobody");
         assert_eq!((rows[1].tags, rows[1].pushed_at), (0, Some(5)));
         assert_eq!(blob_use(&c, "sha256:shared").unwrap(), Some((100, 2)));
         assert_eq!(blob_bytes(&c, m).unwrap(), 110);

@@ -57,7 +57,7 @@ pub async fn show(
         action: bounded(q.action),
         text: bounded(q.q),
     };
-    let page_no = q.page.unwrap_or(1).max(1);
+    let page_no = q.page.unwrap_or(1).clamp(1, super::pager::MAX_PAGE);
     let (total, entries) = app
         .auth
         .audit_page(

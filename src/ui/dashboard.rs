@@ -36,8 +36,36 @@ struct GcEstimate {
     after_grace: String,
 }
 
-/// GET /
+#[derive(Template)]
+#[template(path = "home.html")]
+struct Home {
+    chrome: Chrome,
+    repositories: u64,
+}
+
+/// GET /: the registry's figures for administrators; for others, what they may reach (disk,
+/// certificate and activity figures cover the whole registry and are not theirs to see).
 pub async fn show(State(app): State<AppState>, viewer: Viewer) -> Result<Response, UiError> {
+    if !viewer.subject.is_admin() {
+        let subject = viewer.subject.clone();
+        let query = crate::core::browse::RepoQuery {
+            filter: String::new(),
+            sort: crate::core::browse::RepoSort::Name,
+            descending: false,
+            offset: 0,
+            limit: 0,
+        };
+        let (repositories, _) = app
+            .registry
+            .browse_repositories(query, move |name| {
+                subject.may(name, crate::auth::Action::Pull)
+            })
+            .await?;
+        return Ok(render(&Home {
+            chrome: Chrome::new("Home", &viewer, "dashboard"),
+            repositories,
+        }));
+    }
     let reg = &app.registry;
     let now = reg.now();
     let (total, free) = reg.disk_space().await?;

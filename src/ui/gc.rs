@@ -101,6 +101,12 @@ pub async fn start(
         Some("run") => false,
         _ => return Err(UiError::BadRequest("choose a dry run or a run".into())),
     };
+    // A second press (or a retry) while one runs would queue a full run behind it.
+    if app.registry.collecting() {
+        return Err(UiError::TooMany(
+            "a collection is running; its report appears in the history when it ends".into(),
+        ));
+    }
     let reg = app.registry.clone();
     // The run goes on if the browser leaves.
     let run = tokio::spawn(async move { reg.collect_garbage(Trigger::Ui, dry_run).await });

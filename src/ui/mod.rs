@@ -54,5 +54,7 @@ pub fn router(state: AppState) -> Router<AppState> {
 
 /// Anything no route serves: a readable page.
 pub async fn not_found() -> Response {
-    page::UiError::NotFound("there is no page at this address".into()).into_response()
+    let mut r = page::UiError::NotFound("there is no page at this address".into()).into_response();
+    session::secure(&mut r);
+    r
 }

@@ -1,5 +1,8 @@
 //! Page links for server-side paged lists.
 
+/// The highest page number a list is asked for (far past any real list; keeps offsets small).
+pub const MAX_PAGE: u64 = 1_000_000;
+
 /// Where a paged list stands, with the links to the neighbouring pages.
 pub struct Pager {
     pub page: u64,
@@ -15,8 +18,12 @@ impl Pager {
     /// Page `page` (from 1) of `total` items, `per` a page; `link` makes a page's URL.
     pub fn new(page: u64, per: u64, total: u64, link: impl Fn(u64) -> String) -> Pager {
         let pages = total.div_ceil(per).max(1);
-        let first_item = ((page - 1) * per + 1).min(total);
-        let last_item = (page * per).min(total);
+        let first_item = page
+            .saturating_sub(1)
+            .saturating_mul(per)
+            .saturating_add(1)
+            .min(total);
+        let last_item = page.saturating_mul(per).min(total);
         Pager {
             page,
             pages,

@@ -109,7 +109,7 @@ pub async fn list(
             .chars()
             .take(200)
             .collect::<String>();
-    let page_no = q.page.unwrap_or(1).max(1);
+    let page_no = q.page.unwrap_or(1).clamp(1, super::pager::MAX_PAGE);
     let subject = viewer.subject.clone();
     let (total, found) = app
         .registry
@@ -312,7 +312,7 @@ async fn tags(
         _ => (TagOrder::NewestFirst, "newest"),
     };
     let filter: String = q.q.unwrap_or_default().trim().chars().take(128).collect();
-    let page_no = q.page.unwrap_or(1).max(1);
+    let page_no = q.page.unwrap_or(1).clamp(1, super::pager::MAX_PAGE);
     let (total, found) = app
         .registry
         .browse_tags(

@@ -52,8 +52,8 @@ struct Outcome {
 
 struct RunLine {
     at: String,
+    kind: String,
     trigger: String,
-    dry_run: bool,
     summary: String,
 }
 
@@ -124,13 +124,17 @@ async fn page_with(
         .await?
         .into_iter()
         .map(|r| RunLine {
+            kind: match (&r.draft, r.dry_run) {
+                (Some(d), _) => format!("preview of the draft {d:?}"),
+                (None, true) => "preview".into(),
+                (None, false) => "run".into(),
+            },
             at: format!(
                 "{} ({})",
                 page::utc(r.started_at),
                 page::ago(Some(r.started_at), now)
             ),
             trigger: r.trigger.clone(),
-            dry_run: r.dry_run,
             // Stored reports keep only the deletions: say what they hold.
             summary: format!(
                 "{} {} tag{}; frees {} once garbage is collected{}",

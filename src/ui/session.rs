@@ -46,11 +46,12 @@ impl FromRequestParts<AppState> for Viewer {
     type Rejection = UiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Viewer, UiError> {
-        let next = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
+        // Back to the page after signing in; a form's target is not a page.
+        let next = match parts.method {
+            Method::GET | Method::HEAD => parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            _ => "/",
+        }
+        .to_string();
         let secure = is_https(app, parts);
         let Some(secret) = cookie(&parts.headers, cookie_name(secure)) else {
             return Err(UiError::SignIn { next });
@@ -80,16 +81,20 @@ fn cookie_name(secure: bool) -> &'static str {
     if secure { SECURE_COOKIE } else { PLAIN_COOKIE }
 }
 
-/// The value of cookie `name`, if the request carries it.
+/// The value of cookie `name`, if the request carries it once. Twice means another site on
+/// this host (another port, a subdomain) planted one beside ours (cookie tossing, possible
+/// over plain HTTP where the `__Host-` prefix cannot be used): neither is trusted.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
+    let mut found = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| v);
+    let first = found.next()?;
+    found.next().is_none().then_some(first)
 }
 
 /// The session cookie of the current scheme, if any.
@@ -156,6 +161,12 @@ pub fn cross_site(h: &HeaderMap, base: &str) -> Option<&'static str> {
 /// style, nothing from elsewhere), no framing, no sniffing, and pages never cached.
 pub async fn security_headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
+    secure(&mut resp);
+    resp
+}
+
+/// Add the UI's security headers to a response.
+pub fn secure(resp: &mut Response) {
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -184,7 +195,6 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    resp
 }
 
 #[cfg(test)]
@@ -222,5 +232,11 @@ mod tests {
         let h = headers(&[("cookie", "a=1; xberth_session=2; berth_session=abc")]);
         assert_eq!(cookie(&h, "berth_session"), Some("abc"));
         assert_eq!(cookie(&h, "__Host-berth_session"), None);
+        let h = headers(&[("cookie", "berth_session=planted; berth_session=mine")]);
+        assert_eq!(
+            cookie(&h, "berth_session"),
+            None,
+            "a tossed cookie beside ours"
+        );
     }
 }

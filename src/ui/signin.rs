@@ -35,10 +35,18 @@ pub struct SignInForm {
     next: Option<String>,
 }
 
-/// Where to go after signing in: a path on this site, never another host.
+/// Where to go after signing in: a path on this site, never another host. Only the plain
+/// characters of paths and queries pass (no control characters, which browsers drop, so
+/// that `/\t/evil.example` cannot turn into `//evil.example`; no backslash), and the second
+/// character is not a slash.
 fn safe_next(next: Option<&str>) -> &str {
+    let plain = |n: &str| {
+        n.len() <= 2048
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-._~%?&=+:@!$,;*()'".contains(&b))
+    };
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
+        Some(n) if n.starts_with('/') && !n[1..].starts_with('/') && plain(n) => n,
         _ => "/",
     }
 }
@@ -135,4 +143,33 @@ pub async fn sign_out(State(app): State<AppState>, viewer: Viewer, req: Request)
         session::clear_cookie(session::is_https(&app, &parts)),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn only_local_paths_are_followed() {
+        for ok in [
+            "/",
+            "/repositories?q=a%20b&page=2",
+            "/repositories/team/app",
+        ] {
+            assert_eq!(safe_next(Some(ok)), ok);
+        }
+        for bad in [
+            "//evil.example",
+            "/\t/evil.example",
+            "/\\evil.example",
+            "https://evil.example",
+            "/a\nb",
+            "/a\u{7f}",
+            "evil",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/");
+    }
 }

@@ -193,7 +193,11 @@ pub async fn act(
             if let Err(why) = checked_password(&password) {
                 return page_with(&app, &viewer, why, String::new()).await;
             }
-            let done = format!("set a new password for {name}; their sessions ended");
+            let done = if me {
+                "your password is changed; sign in again with it".to_string()
+            } else {
+                format!("set a new password for {name}; their sessions ended")
+            };
             change(&app, &viewer, done, move |db, now, actor| {
                 acc::set_password(db, now, actor, &n, &password)
             })

@@ -328,6 +328,10 @@ async fn a_retention_preview_deletes_nothing_and_the_run_deletes_what_it_showed(
     app.get("/v2/team/app/manifests/keep-me").await.assert(200);
     let html = text(&admin.get("/retention").await);
     assert!(
+        html.contains("preview of the draft &#34;p&#34; (ui)"),
+        "a draft's preview is named in the history: {html}"
+    );
+    assert!(
         html.contains(
             "<td data-label=\"Kind\">run (ui)</td><td data-label=\"Outcome\">deleted 3 tags;"
         ),
@@ -394,4 +398,87 @@ async fn gc_dry_run_and_run_add_history_rows_with_what_they_freed() {
     let html = text(&admin.get("/").await);
     assert!(!html.contains("No collection has run yet."));
     admin.post("/gc", "mode=sideways", &[]).await.assert(400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_collection_is_refused_while_one_runs() {
+    use futures_util::future::BoxFuture;
+    let app = std::sync::Arc::new(TestApp::new());
+    app.push_image("team/app", "v1", OCI_MANIFEST, 1).await;
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let (held_tx, mut held_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let hook: berth::core::gc::Hook =
+        std::sync::Arc::new(move |p: berth::core::gc::Point| -> BoxFuture<'static, ()> {
+            let (mut release, held) = (release_rx.clone(), held_tx.clone());
+            Box::pin(async move {
+                if p == berth::core::gc::Point::Planned {
+                    let _ = held.send(()).await;
+                    let _ = release.wait_for(|r| *r).await;
+                }
+            })
+        });
+    app.state.registry.set_gc_hook(Some(hook));
+    let admin = Browser::signed_in(&app, "admin", ADMIN_PASSWORD).await;
+    let cookie = admin.cookie.clone();
+    let a = app.clone();
+    let first = tokio::spawn(async move {
+        let b = Browser { app: &a, cookie };
+        b.post("/gc", "mode=run", &[]).await.status.as_u16()
+    });
+    held_rx.recv().await.unwrap();
+    let r = admin.post("/gc", "mode=dry-run", &[]).await;
+    r.assert(429);
+    assert!(text(&r).contains("a collection is running"), "{}", text(&r));
+    release_tx.send(true).unwrap();
+    assert_eq!(first.await.unwrap(), 303);
+    app.state.registry.set_gc_hook(None);
+}
+
+#[tokio::test]
+async fn review_findings_stay_fixed() {
+    let app = TestApp::new();
+    app.push_image("team/app", "v1", OCI_MANIFEST, 1).await;
+    app.user("dev", &[("team/*", "pull")]);
+    // A user's home page shows what they may reach, not the registry's disk and certificate.
+    let dev = Browser::signed_in(&app, "dev", "dev-password").await;
+    let html = text(&dev.get("/").await);
+    assert!(html.contains("<p class=\"figure\">1</p>"), "{html}");
+    assert!(!html.contains("Disk") && !html.contains("HTTPS"), "{html}");
+    // A cookie planted beside ours (another port or subdomain over plain HTTP) is not trusted.
+    let mine = dev.cookie.clone().unwrap();
+    let tossed = Browser {
+        app: &app,
+        cookie: Some(format!("berth_session=planted; {mine}")),
+    };
+    crate::ui::assert_sign_in_page(&tossed.get("/").await);
+    // After sign-in, only paths of this site are followed: no tab to turn into `//`.
+    let r = Browser::new(&app)
+        .get("/signin?next=/%09/evil.example")
+        .await;
+    assert!(
+        text(&r).contains(r#"name="next" value="/""#),
+        "{}",
+        text(&r)
+    );
+    // A form posted after the session ended goes back to the home page, not to the form's
+    // target.
+    let r = Browser::new(&app).post("/tokens", "name=x", &[]).await;
+    assert_eq!(r.header("location"), Some("/signin?next=/"));
+    // Page numbers far past the end neither overflow nor fail.
+    for path in [
+        "/repositories?page=18446744073709551615",
+        "/repositories/team/app?page=18446744073709551615",
+    ] {
+        dev.get(path).await.assert(200);
+    }
+    let admin = Browser::signed_in(&app, "admin", ADMIN_PASSWORD).await;
+    admin
+        .get("/audit?page=18446744073709551615")
+        .await
+        .assert(200);
+    // The catch-all 404 carries the security headers too.
+    let r = dev.get("/no/such/page").await;
+    r.assert(404);
+    assert!(r.header("content-security-policy").is_some());
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
 }

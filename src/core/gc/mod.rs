@@ -168,6 +168,11 @@ impl Registry {
         self.gc.stop.store(true, Ordering::Relaxed);
     }
 
+    /// Whether a collection is running now.
+    pub fn collecting(&self) -> bool {
+        self.gc.running.try_lock().is_err()
+    }
+
     /// Collect garbage now (or, with `dry_run`, say what would go). Runs wait for each other.
     /// The report is stored and returned.
     pub async fn collect_garbage(&self, trigger: Trigger, dry_run: bool) -> Result<Report> {

@@ -49,6 +49,9 @@ pub struct RetentionReport {
     pub bytes_to_free: u64,
     /// Tags that moved since they were decided on, and were left alone.
     pub skipped: Vec<String>,
+    /// The name of the draft a preview applied, when it was not the saved policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft: Option<String>,
     pub errors: Vec<String>,
 }
 
@@ -168,6 +171,10 @@ impl Registry {
         };
         let mut report = RetentionReport {
             trigger: trigger.as_str().into(),
+            draft: match &which {
+                Which::Draft(spec) => Some(spec.name.clone()),
+                _ => None,
+            },
             dry_run,
             started_at: now,
             finished_at: now,
