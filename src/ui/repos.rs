@@ -211,14 +211,8 @@ pub struct TagQuery {
     page: Option<u64>,
 }
 
-/// Pull commands for one image reference, by client.
-pub struct PullCommand {
-    pub client: &'static str,
-    pub line: String,
-}
-
 /// The pull command of each client for `reference` (`host/repo:tag` or `host/repo@digest`).
-pub fn pull_commands(reference: &str, plain_http: bool) -> Vec<PullCommand> {
+pub fn pull_commands(reference: &str, plain_http: bool) -> Vec<String> {
     let (tls_podman, tls_skopeo, plain_ctr, insecure_nerdctl) = if plain_http {
         (
             " --tls-verify=false",
@@ -230,26 +224,11 @@ pub fn pull_commands(reference: &str, plain_http: bool) -> Vec<PullCommand> {
         ("", "", "", "")
     };
     vec![
-        PullCommand {
-            client: "docker",
-            line: format!("docker pull {reference}"),
-        },
-        PullCommand {
-            client: "podman",
-            line: format!("podman pull{tls_podman} {reference}"),
-        },
-        PullCommand {
-            client: "nerdctl",
-            line: format!("nerdctl pull{insecure_nerdctl} {reference}"),
-        },
-        PullCommand {
-            client: "ctr",
-            line: format!("ctr images pull{plain_ctr} --user USER {reference}"),
-        },
-        PullCommand {
-            client: "skopeo",
-            line: format!("skopeo copy{tls_skopeo} docker://{reference} oci-archive:image.tar"),
-        },
+        format!("docker pull {reference}"),
+        format!("podman pull{tls_podman} {reference}"),
+        format!("nerdctl pull{insecure_nerdctl} {reference}"),
+        format!("ctr images pull{plain_ctr} --user USER {reference}"),
+        format!("skopeo copy{tls_skopeo} docker://{reference} oci-archive:image.tar"),
     ]
 }
 
@@ -265,8 +244,8 @@ struct TagLine {
     pushed_by: String,
     pulled: String,
     referrers: Vec<(String, String)>,
-    by_tag: Vec<PullCommand>,
-    by_digest: Vec<PullCommand>,
+    by_tag: Vec<String>,
+    by_digest: Vec<String>,
 }
 
 struct PlatformLine {
@@ -417,7 +396,7 @@ struct ManifestPage {
     pushed: String,
     pushed_by: String,
     pulled: String,
-    pulls: Vec<PullCommand>,
+    pulls: Vec<String>,
     pretty: String,
 }
 
@@ -595,9 +574,9 @@ mod tests {
     #[test]
     fn plain_http_pull_commands_say_so() {
         let c = pull_commands("h:5000/a:v1", true);
-        assert_eq!(c[0].line, "docker pull h:5000/a:v1");
-        assert!(c[1].line.contains("--tls-verify=false"));
-        assert!(c[3].line.contains("--plain-http"));
-        assert!(!pull_commands("h/a:v1", false)[1].line.contains("tls"));
+        assert_eq!(c[0], "docker pull h:5000/a:v1");
+        assert!(c[1].contains("--tls-verify=false"));
+        assert!(c[3].contains("--plain-http"));
+        assert!(!pull_commands("h/a:v1", false)[1].contains("tls"));
     }
 }

@@ -487,27 +487,29 @@ fn install_sh_with_a_domain_gets_its_certificate_over_acme() {
     // The certificate arrives within seconds; until then handshakes fail.
     let root = pebble.root();
     let resolve = format!("{DOMAIN}:443:{ip}");
-    let https = |path: &str| {
-        Command::new(require_tool("curl"))
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--resolve",
-                &resolve,
-                "--cacert",
-            ])
-            .arg(&root)
-            .arg(format!("https://{DOMAIN}{path}"))
-            .output()
-            .unwrap()
+    // The HTTP status of a GET of `path` on https://DOMAIN, as `user:secret` when given.
+    let status = |path: &str, creds: Option<(&str, &str)>| {
+        let mut cmd = Command::new(require_tool("curl"));
+        cmd.args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--resolve",
+            &resolve,
+        ])
+        .arg("--cacert")
+        .arg(&root);
+        if let Some((user, secret)) = creds {
+            cmd.args(["-u", &format!("{user}:{secret}")]);
+        }
+        let out = cmd.arg(format!("https://{DOMAIN}{path}")).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let out = https("/v2/");
-        if String::from_utf8_lossy(&out.stdout) == "401" {
+        if status("/v2/", None) == "401" {
             break;
         }
         assert!(
@@ -519,7 +521,7 @@ fn install_sh_with_a_domain_gets_its_certificate_over_acme() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(pebble.issued() >= 1, "{}", pebble.log());
-    assert_eq!(String::from_utf8_lossy(&https("/signin").stdout), "200");
+    assert_eq!(status("/signin", None), "200");
     let redirect = run(Command::new(require_tool("curl")).args([
         "-s",
         "-o",
@@ -531,31 +533,15 @@ fn install_sh_with_a_domain_gets_its_certificate_over_acme() {
         &format!("http://{ip}/v2/"),
     ]));
     assert_eq!(redirect, format!("308 https://{DOMAIN}/v2/"));
-    let status = m.sh("runuser -u berth -- berth --config /etc/berth/berth.toml tls status");
-    assert!(status.contains(&format!("names: {DOMAIN}")), "{status}");
+    let tls = m.sh("runuser -u berth -- berth --config /etc/berth/berth.toml tls status");
+    assert!(tls.contains(&format!("names: {DOMAIN}")), "{tls}");
     assert!(m.sh("systemctl is-active berth").trim() == "active");
 
     // The password cloud-init chose is the admin's; the k3s token it wrote works, for pulls.
-    let as_user = |user: &str, secret: &str, path: &str| {
-        let out = Command::new(require_tool("curl"))
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--resolve",
-                &resolve,
-                "--cacert",
-            ])
-            .arg(&root)
-            .args(["-u", &format!("{user}:{secret}")])
-            .arg(format!("https://{DOMAIN}{path}"))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    assert_eq!(as_user("admin", "change-me-0123456789", "/v2/"), "200");
+    assert_eq!(
+        status("/v2/", Some(("admin", "change-me-0123456789"))),
+        "200"
+    );
     assert_eq!(
         m.sh("stat -c %a /etc/rancher/k3s/registries.yaml").trim(),
         "600"
@@ -568,8 +554,8 @@ fn install_sh_with_a_domain_gets_its_certificate_over_acme() {
         .unwrap_or_else(|| panic!("no token in:\n{yaml}"))
         .to_string();
     assert!(yaml.contains("username: k3s"), "{yaml}");
-    assert_eq!(as_user("k3s", &token, "/v2/"), "200");
-    assert_eq!(as_user("k3s", "wrong", "/v2/"), "401");
+    assert_eq!(status("/v2/", Some(("k3s", &token))), "200");
+    assert_eq!(status("/v2/", Some(("k3s", "wrong"))), "401");
 }
 
 /// The `runcmd` items of the README's second `#cloud-config` block (the one that sets the

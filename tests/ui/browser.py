@@ -20,10 +20,12 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
@@ -120,7 +122,8 @@ class Session:
         old = self.d.find_element(By.TAG_NAME, "html")
         el.click()
         WebDriverWait(self.d, 30).until(EC.staleness_of(old))
-        WebDriverWait(self.d, 30).until(
+        # While the new document replaces the old one a script may find neither: ask again.
+        WebDriverWait(self.d, 30, ignored_exceptions=(WebDriverException,)).until(
             lambda d: d.execute_script("return document.readyState") == "complete"
         )
         self.no_console_errors(self.d.current_url)
@@ -385,6 +388,7 @@ def main():
             except Exception:  # noqa: BLE001
                 pass
             print(f"FAILED at step {STEPS[-1] if STEPS else '(start)'}: {e!r}", file=sys.stderr)
+            traceback.print_exc()
             print(f"url: {driver.current_url}; screenshot: {shot}", file=sys.stderr)
             sys.exit(1)
         finally:
