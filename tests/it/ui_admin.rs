@@ -337,6 +337,26 @@ async fn a_retention_preview_deletes_nothing_and_the_run_deletes_what_it_showed(
         ),
         "the run is in the history: {html}"
     );
+    // The saved policies previewed again: nothing more to delete. The editor opens a saved
+    // policy; removing it leaves none.
+    let html = text(&admin.post("/retention", "do=dry-run", &[]).await);
+    assert!(html.contains("would delete 0 of 1 tags"), "{html}");
+    let html = text(&admin.get("/retention?edit=p").await);
+    assert!(html.contains("tag = &#34;keep-.*&#34;"), "{html}");
+    admin.get("/retention?edit=nope").await.assert(404);
+    admin
+        .post("/retention", "do=remove&name=p", &[])
+        .await
+        .assert(303);
+    assert!(text(&admin.get("/retention").await).contains("None: every tag is kept."));
+    admin
+        .post("/retention", "do=remove&name=p", &[])
+        .await
+        .assert(404);
+    let html = text(&admin.get("/audit?action=retention.").await);
+    for action in ["retention.save", "retention.run", "retention.remove"] {
+        assert!(html.contains(action), "{action}: {html}");
+    }
 }
 
 /// Blob file sizes by name under a data directory.
@@ -398,6 +418,8 @@ async fn gc_dry_run_and_run_add_history_rows_with_what_they_freed() {
     let html = text(&admin.get("/").await);
     assert!(!html.contains("No collection has run yet."));
     admin.post("/gc", "mode=sideways", &[]).await.assert(400);
+    admin.get("/gc/999").await.assert(404);
+    admin.get("/gc/x").await.assert(404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
