@@ -29,6 +29,7 @@ pub mod state;
 pub mod storage;
 pub mod tls;
 pub mod ui;
+pub mod upstream;
 
 use axum::Router;
 use axum::routing::{any, get};

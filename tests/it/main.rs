@@ -38,3 +38,4 @@ mod tls;
 mod ui;
 mod ui_admin;
 mod ui_browser;
+mod upstream;
