@@ -1,9 +1,9 @@
 //! Reading, deleting and mounting blobs.
 
 use super::{Error, Registry, Result};
-use crate::db::{blobs, repos};
+use crate::db::{Conn, blobs, repos};
 use crate::oci::{Digest, RepoName};
-use crate::storage::{BlobStream, StoreError};
+use crate::storage::{BlobStream, Staged, StoreError};
 
 /// A blob found in a repository, with the requested range.
 pub struct BlobRead {
@@ -15,6 +15,49 @@ pub struct BlobRead {
 }
 
 impl Registry {
+    /// Make a verified staged file blob `d` of `size` bytes, and record it in one
+    /// transaction: its row, then what `record` adds (the repository's link, the end of an
+    /// upload session). Garbage collection deletes a blob's rows, then its file, holding the
+    /// digest's lock; held here from the commit to the record, the file this finds in place
+    /// (or puts there) stays until its rows exist. When the record fails (a full disk, most
+    /// likely) the bytes are removed now, unless another writer recorded the same blob,
+    /// rather than after the grace, when the space is needed most.
+    pub(super) async fn commit_blob<F>(
+        &self,
+        staged: Staged,
+        d: &Digest,
+        size: u64,
+        record: F,
+    ) -> Result<()>
+    where
+        F: FnOnce(&Conn, i64) -> Result<()> + Send + 'static,
+    {
+        let _committing = self.gc.lock_digest(d).await;
+        self.store.commit(staged, d).await?;
+        let (ds, now) = (d.to_string(), self.now());
+        let recorded = self
+            .db
+            .write(move |tx| {
+                blobs::insert(tx, &ds, size, now)?;
+                record(tx, now)
+            })
+            .await;
+        if let Err(e) = recorded {
+            let ds = d.to_string();
+            let known = self
+                .db
+                .read(move |c| blobs::size(c, &ds).map_err(Error::from))
+                .await;
+            if let Ok(None) = known
+                && let Err(rm) = self.store.delete(d).await
+            {
+                tracing::warn!(digest = %d, error = %rm, "cannot remove an unrecorded blob; garbage collection will");
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// The size of a blob the repository may serve. A `HEAD` (how a pushing client asks
     /// whether it may skip an upload) marks the repository's link as seen, so that garbage
     /// collection keeps it for the grace period while the client pushes the manifest that

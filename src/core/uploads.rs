@@ -346,41 +346,21 @@ impl Registry {
                 "upload state was out of date; retry the request".into(),
             ));
         }
-        // Garbage collection deletes a blob's rows, then its file, holding the same lock:
-        // the file this commit finds in place (or puts there) stays until the rows exist.
-        let committing = self.gc.lock_digest(digest).await;
-        self.store.commit(self.staging.staged(id), digest).await?;
-        let (d, i, now) = (digest.to_string(), id.to_string(), self.now());
+        let (d, i) = (digest.to_string(), id.to_string());
         let recorded = self
-            .db
-            .write(move |tx| {
-                blobs::insert(tx, &d, size, now)?;
+            .commit_blob(self.staging.staged(id), digest, size, move |tx, now| {
                 blobs::link(tx, repo_id, &d, now)?;
                 uploads::delete(tx, &i)?;
-                Ok::<_, Error>(())
+                Ok(())
             })
             .await;
         if let Err(e) = recorded {
-            // The bytes are in the store but not recorded (a full disk, most likely): unless
-            // another upload recorded the same blob, remove them now rather than after the
-            // grace, when the space is needed most. The session's file went into the store,
-            // so the session is over either way.
-            let d = digest.to_string();
-            let known = self
-                .db
-                .read(move |c| blobs::size(c, &d).map_err(Error::from))
-                .await;
-            if let Ok(None) = known
-                && let Err(rm) = self.store.delete(digest).await
-            {
-                tracing::warn!(%digest, error = %rm, "cannot remove an unrecorded blob; garbage collection will");
-            }
-            drop(committing);
+            // The session's file went into the store (and out of it again): the session is
+            // over either way.
             self.discard(id).await;
             *guard = None;
             return Err(e);
         }
-        drop(committing);
         drop(guard);
         self.sessions.forget(id);
         Ok(size)

@@ -396,20 +396,13 @@ impl Registry {
             )));
         }
         let (size, hard_linked) = (adopted.progress.len, adopted.linked);
-        // As for an upload: garbage collection deletes a blob's rows, then its file, under
-        // this lock, so the file committed here stays until its rows exist.
-        let committing = self.gc.lock_digest(d).await;
-        self.store.commit(adopted.into_staged(), d).await?;
         let (r, ds) = (repo.to_string(), d.to_string());
-        self.db
-            .write(move |tx| {
-                blobs::insert(tx, &ds, size, now)?;
-                let id = repos::ensure(tx, &r, now)?;
-                blobs::link(tx, id, &ds, now)?;
-                Ok::<_, Error>(())
-            })
-            .await?;
-        drop(committing);
+        self.commit_blob(adopted.into_staged(), d, size, move |tx, now| {
+            let id = repos::ensure(tx, &r, now)?;
+            blobs::link(tx, id, &ds, now)?;
+            Ok(())
+        })
+        .await?;
         Ok(if hard_linked {
             Adopt::Linked(size)
         } else {
