@@ -556,6 +556,55 @@ fn install_sh_with_a_domain_gets_its_certificate_over_acme() {
     assert!(yaml.contains("username: k3s"), "{yaml}");
     assert_eq!(status("/v2/", Some(("k3s", &token))), "200");
     assert_eq!(status("/v2/", Some(("k3s", "wrong"))), "401");
+
+    // skopeo pushes and pulls over HTTPS, trusting pebble's root, with registry.test
+    // resolving to the container in a mount namespace of its own (the host's /etc/hosts
+    // stays as it is).
+    let certs = tempfile::tempdir().unwrap();
+    std::fs::copy(&root, certs.path().join("pebble-root.crt")).unwrap();
+    let hosts = tempfile::NamedTempFile::new().unwrap();
+    let original = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    std::fs::write(hosts.path(), format!("{original}\n{ip} {DOMAIN}\n")).unwrap();
+    let clients = Clients::new();
+    let layout = tempfile::tempdir().unwrap();
+    let image = write_oci_layout(layout.path(), "1", 302);
+    let skopeo = |args: &[String]| {
+        let inner = clients.command("skopeo", args);
+        let mut cmd = Command::new(require_tool("unshare"));
+        cmd.args([
+            "-m",
+            "sh",
+            "-c",
+            "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+        ])
+        .arg(hosts.path())
+        .arg(inner.get_program())
+        .args(inner.get_args());
+        for (k, v) in inner.get_envs() {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        run(&mut cmd)
+    };
+    let cert_dir = certs.path().display().to_string();
+    skopeo(&[
+        "copy".into(),
+        format!("--dest-cert-dir={cert_dir}"),
+        "--dest-creds=admin:change-me-0123456789".into(),
+        format!("oci:{}:1", layout.path().display()),
+        format!("docker://{DOMAIN}/smoke/app:1"),
+    ]);
+    let back = tempfile::tempdir().unwrap();
+    skopeo(&[
+        "copy".into(),
+        format!("--src-cert-dir={cert_dir}"),
+        format!("--src-creds=k3s:{token}"),
+        format!("docker://{DOMAIN}/smoke/app:1"),
+        format!("oci:{}:1", back.path().display()),
+    ]);
+    let pulled = crate::common::images::read_oci_layout(back.path(), "1");
+    assert_eq!(pulled.manifest, image.manifest);
 }
 
 /// The `runcmd` items of the README's second `#cloud-config` block (the one that sets the
