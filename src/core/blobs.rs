@@ -5,6 +5,22 @@ use crate::db::{Conn, blobs, repos};
 use crate::oci::{Digest, RepoName};
 use crate::storage::{BlobStream, Staged, StoreError};
 
+/// Why `Registry::commit_blob` failed.
+pub(super) enum CommitError {
+    /// The file did not become the blob; it may still be staged (a retry can use it).
+    Store(Error),
+    /// The blob's rows could not be written; its bytes are out of the staging area.
+    Record(Error),
+}
+
+impl From<CommitError> for Error {
+    fn from(e: CommitError) -> Error {
+        match e {
+            CommitError::Store(e) | CommitError::Record(e) => e,
+        }
+    }
+}
+
 /// A blob found in a repository, with the requested range.
 pub struct BlobRead {
     pub size: u64,
@@ -19,21 +35,26 @@ impl Registry {
     /// transaction: its row, then what `record` adds (the repository's link, the end of an
     /// upload session). Garbage collection deletes a blob's rows, then its file, holding the
     /// digest's lock; held here from the commit to the record, the file this finds in place
-    /// (or puts there) stays until its rows exist. When the record fails (a full disk, most
-    /// likely) the bytes are removed now, unless another writer recorded the same blob,
-    /// rather than after the grace, when the space is needed most.
+    /// (or puts there) stays until its rows exist. When either step fails (a full disk, most
+    /// likely) bytes the store may hold without a record are removed now, unless another
+    /// writer recorded the same blob, rather than after the grace, when the space is needed
+    /// most.
     pub(super) async fn commit_blob<F>(
         &self,
         staged: Staged,
         d: &Digest,
         size: u64,
         record: F,
-    ) -> Result<()>
+    ) -> std::result::Result<(), CommitError>
     where
         F: FnOnce(&Conn, i64) -> Result<()> + Send + 'static,
     {
         let _committing = self.gc.lock_digest(d).await;
-        self.store.commit(staged, d).await?;
+        if let Err(e) = self.store.commit(staged, d).await {
+            // It may have failed after the rename (syncing the folder).
+            self.remove_unrecorded(d).await;
+            return Err(CommitError::Store(e.into()));
+        }
         let (ds, now) = (d.to_string(), self.now());
         let recorded = self
             .db
@@ -43,19 +64,27 @@ impl Registry {
             })
             .await;
         if let Err(e) = recorded {
-            let ds = d.to_string();
-            let known = self
-                .db
-                .read(move |c| blobs::size(c, &ds).map_err(Error::from))
-                .await;
-            if let Ok(None) = known
-                && let Err(rm) = self.store.delete(d).await
-            {
-                tracing::warn!(digest = %d, error = %rm, "cannot remove an unrecorded blob; garbage collection will");
-            }
-            return Err(e);
+            self.remove_unrecorded(d).await;
+            return Err(CommitError::Record(e));
         }
         Ok(())
+    }
+
+    /// Remove the store's file of `d` if no row records it. Called with the digest's lock.
+    async fn remove_unrecorded(&self, d: &Digest) {
+        let ds = d.to_string();
+        let known = self
+            .db
+            .read(move |c| blobs::size(c, &ds).map_err(Error::from))
+            .await;
+        if let Ok(None) = known {
+            match self.store.delete(d).await {
+                Ok(_) | Err(StoreError::NotFound) => {}
+                Err(rm) => {
+                    tracing::warn!(digest = %d, error = %rm, "cannot remove an unrecorded blob; garbage collection will")
+                }
+            }
+        }
     }
 
     /// The size of a blob the repository may serve. A `HEAD` (how a pushing client asks

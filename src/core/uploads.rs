@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use futures_util::Stream;
 
+use super::blobs::CommitError;
 use super::{Error, Registry, Result};
 use crate::db::{blobs, repos, uploads};
 use crate::oci::{Algorithm, Digest, RepoName, UploadId};
@@ -354,12 +355,17 @@ impl Registry {
                 Ok(())
             })
             .await;
-        if let Err(e) = recorded {
+        match recorded {
+            Ok(()) => {}
+            // The file stays staged: the session goes on, and a retry can finish it.
+            Err(CommitError::Store(e)) => return Err(e),
             // The session's file went into the store (and out of it again): the session is
-            // over either way.
-            self.discard(id).await;
-            *guard = None;
-            return Err(e);
+            // over.
+            Err(CommitError::Record(e)) => {
+                self.discard(id).await;
+                *guard = None;
+                return Err(e);
+            }
         }
         drop(guard);
         self.sessions.forget(id);

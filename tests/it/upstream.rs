@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use berth::oci::Digest;
+use berth::oci::{Digest, Reference, RepoName};
 use berth::upstream::{Client, Upstream, UpstreamError};
 use futures_util::StreamExt;
 
@@ -28,8 +28,16 @@ fn client(url: &str, credentials: Option<(&str, &str)>) -> Client {
     .unwrap()
 }
 
+fn name(s: &str) -> RepoName {
+    RepoName::parse(s).unwrap()
+}
+
+fn r(s: &str) -> Reference {
+    Reference::parse(s).unwrap()
+}
+
 async fn hash_blob(c: &Client, repo: &str, d: &Digest) -> Digest {
-    let (_, mut stream) = c.blob(repo, d).await.unwrap();
+    let (_, mut stream) = c.blob(&name(repo), d).await.unwrap();
     let mut bytes = Vec::new();
     while let Some(chunk) = stream.next().await {
         bytes.extend_from_slice(&chunk.unwrap());
@@ -53,13 +61,13 @@ async fn reads_a_real_registry_through_the_token_flow() {
     ]));
 
     let c = client(&server.url(""), Some(("admin", ADMIN_PASSWORD)));
-    let head = c.head_manifest("team/app", "1").await.unwrap();
+    let head = c.head_manifest(&name("team/app"), &r("1")).await.unwrap();
     assert_eq!(head.digest, image.manifest);
     assert_eq!(
         head.media_type,
         "application/vnd.oci.image.manifest.v1+json"
     );
-    let (got, body) = c.manifest("team/app", "1").await.unwrap();
+    let (got, body) = c.manifest(&name("team/app"), &r("1")).await.unwrap();
     assert_eq!(got, head);
     assert_eq!(
         Digest::sha256_of(&body),
@@ -67,7 +75,10 @@ async fn reads_a_real_registry_through_the_token_flow() {
         "bytes kept exactly"
     );
     let (by_digest, _) = c
-        .manifest("team/app", &image.manifest.to_string())
+        .manifest(
+            &name("team/app"),
+            &Reference::Digest(image.manifest.clone()),
+        )
         .await
         .unwrap();
     assert_eq!(by_digest.digest, image.manifest);
@@ -78,17 +89,26 @@ async fn reads_a_real_registry_through_the_token_flow() {
 
     // Errors say what went wrong.
     assert!(matches!(
-        c.manifest("team/app", "nope").await,
+        c.manifest(&name("team/app"), &r("nope")).await,
         Err(UpstreamError::NotFound(_))
     ));
     let wrong = client(&server.url(""), Some(("admin", "wrong")));
-    let e = wrong.head_manifest("team/app", "1").await.unwrap_err();
+    let e = wrong
+        .head_manifest(&name("team/app"), &r("1"))
+        .await
+        .unwrap_err();
     assert!(matches!(e, UpstreamError::Denied(_)), "{e}");
     let anonymous = client(&server.url(""), None);
-    let e = anonymous.head_manifest("team/app", "1").await.unwrap_err();
+    let e = anonymous
+        .head_manifest(&name("team/app"), &r("1"))
+        .await
+        .unwrap_err();
     assert!(matches!(e, UpstreamError::Denied(_)), "{e}");
     let down = client("http://127.0.0.1:9", None);
-    let e = down.head_manifest("team/app", "1").await.unwrap_err();
+    let e = down
+        .head_manifest(&name("team/app"), &r("1"))
+        .await
+        .unwrap_err();
     assert!(matches!(e, UpstreamError::Unavailable(_)), "{e}");
 }
 
@@ -98,6 +118,8 @@ struct Seen {
     tokens: AtomicU64,
     cdn_with_auth: AtomicU64,
     cdn_gets: AtomicU64,
+    /// Requests the other host's token service got (a realm berth must not ask).
+    foreign_tokens: AtomicU64,
 }
 
 struct Fake {
@@ -111,12 +133,25 @@ const BLOB: &[u8] = b"the blob's bytes";
 
 async fn token(State(f): State<Arc<Fake>>) -> Response {
     let n = f.seen.tokens.fetch_add(1, Ordering::Relaxed) + 1;
-    // Short-lived: a second token is needed after a second.
-    let body = serde_json::json!({"token": format!("t{n}"), "expires_in": 1}).to_string();
+    // Short-lived: a second token is needed after three seconds.
+    let body = serde_json::json!({"token": format!("t{n}"), "expires_in": 3}).to_string();
     ([("content-type", "application/json")], body).into_response()
 }
 
 async fn v2(State(f): State<Arc<Fake>>, Path(rest): Path<String>, h: HeaderMap) -> Response {
+    if rest == "lib/evil/manifests/x" {
+        // A challenge naming a plain-HTTP realm on another host (a neighbour of berth's).
+        let challenge = format!(
+            "Bearer realm=\"http://localhost:{}/token\",service=\"x\"",
+            f.cdn_port
+        );
+        return (
+            StatusCode::UNAUTHORIZED,
+            [("www-authenticate", challenge)],
+            "",
+        )
+            .into_response();
+    }
     let authorized = h
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -164,12 +199,26 @@ async fn v2(State(f): State<Arc<Fake>>, Path(rest): Path<String>, h: HeaderMap) 
             StatusCode::TEMPORARY_REDIRECT,
             [(
                 "location",
-                format!("http://localhost:{}/cdn/blob", f.cdn_port),
+                format!("http://localhost:{}/cdn/hop", f.cdn_port),
             )],
         )
             .into_response(),
         _ => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+/// A first hop on the CDN that sends the client on to another path of the same CDN: a
+/// client that re-adds credentials per hop would send them here.
+async fn hop(State(f): State<Arc<Fake>>, h: HeaderMap) -> Response {
+    if h.contains_key("authorization") {
+        f.seen.cdn_with_auth.fetch_add(1, Ordering::Relaxed);
+    }
+    (StatusCode::FOUND, [("location", "/cdn/blob")]).into_response()
+}
+
+async fn foreign_token(State(f): State<Arc<Fake>>) -> Response {
+    f.seen.foreign_tokens.fetch_add(1, Ordering::Relaxed);
+    StatusCode::OK.into_response()
 }
 
 async fn cdn(State(f): State<Arc<Fake>>, h: HeaderMap) -> Response {
@@ -193,7 +242,9 @@ async fn start_fake() -> Arc<Fake> {
         .route("/v2/{*rest}", get(v2).head(v2))
         .with_state(fake.clone());
     let cdn_app = Router::new()
+        .route("/cdn/hop", get(hop))
         .route("/cdn/blob", get(cdn))
+        .route("/token", get(foreign_token))
         .with_state(fake.clone());
     tokio::spawn(async move { axum::serve(main, app).await });
     tokio::spawn(async move { axum::serve(other, cdn_app).await });
@@ -203,33 +254,62 @@ async fn start_fake() -> Arc<Fake> {
 #[tokio::test]
 async fn a_misbehaving_upstream_is_read_safely() {
     let fake = start_fake().await;
-    let c = client(
+    let c = Arc::new(client(
         &format!("http://127.0.0.1:{}", fake.port),
         Some(("user", "secret")),
+    ));
+    // Twenty reads at once with no token yet: one token fetch between them.
+    let reads: Vec<_> = (0..20)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.head_manifest(&name("lib/app"), &r("good")).await })
+        })
+        .collect();
+    for read in reads {
+        read.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        fake.seen.tokens.load(Ordering::Relaxed),
+        1,
+        "one fetch for all"
     );
-    let (got, body) = c.manifest("lib/app", "good").await.unwrap();
+    let (got, body) = c.manifest(&name("lib/app"), &r("good")).await.unwrap();
     assert_eq!(got.digest, Digest::sha256_of(MANIFEST));
     assert_eq!(&body[..], MANIFEST);
     let rl = c.rate_limit().expect("rate-limit headers kept");
     assert_eq!(rl.remaining, "97;w=21600");
-    // A blob redirected to another host: the bytes arrive, the credentials do not go there.
+    // A blob redirected to another host, and there once more: the bytes arrive, the
+    // credentials reach neither hop.
     let d = Digest::sha256_of(BLOB);
     assert_eq!(hash_blob(&c, "lib/app", &d).await, d);
     assert_eq!(fake.seen.cdn_gets.load(Ordering::Relaxed), 1);
     assert_eq!(
         fake.seen.cdn_with_auth.load(Ordering::Relaxed),
         0,
-        "Authorization followed the redirect to another host"
+        "Authorization followed a redirect to another host"
     );
+    // A challenge naming a plain-HTTP token service elsewhere is refused, unasked.
+    let e = c
+        .head_manifest(&name("lib/evil"), &r("x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, UpstreamError::Denied(_)), "{e}");
+    assert_eq!(fake.seen.foreign_tokens.load(Ordering::Relaxed), 0);
     // Bytes that do not hash to the announced digest are refused.
-    let e = c.manifest("lib/app", "flipped").await.unwrap_err();
+    let e = c
+        .manifest(&name("lib/app"), &r("flipped"))
+        .await
+        .unwrap_err();
     assert!(matches!(e, UpstreamError::Invalid(_)), "{e}");
     // Rate limits and server errors are told apart.
-    match c.manifest("lib/app", "busy").await {
+    match c.manifest(&name("lib/app"), &r("busy")).await {
         Err(UpstreamError::RateLimited { retry_after }) => assert_eq!(retry_after, Some(7)),
         other => panic!("{other:?}"),
     }
-    let e = c.head_manifest("lib/app", "broken").await.unwrap_err();
+    let e = c
+        .head_manifest(&name("lib/app"), &r("broken"))
+        .await
+        .unwrap_err();
     assert!(matches!(e, UpstreamError::Unavailable(_)), "{e}");
     assert_eq!(
         fake.seen.tokens.load(Ordering::Relaxed),
@@ -237,7 +317,7 @@ async fn a_misbehaving_upstream_is_read_safely() {
         "one token while it lives"
     );
     // Once it has expired, a new one.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    c.head_manifest("lib/app", "good").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    c.head_manifest(&name("lib/app"), &r("good")).await.unwrap();
     assert_eq!(fake.seen.tokens.load(Ordering::Relaxed), 2);
 }
