@@ -241,13 +241,26 @@ pub async fn post(
         }
         "run" | "dry-run" => {
             let dry = field(&fields, "do") == "dry-run";
-            let r = app
-                .registry
-                .apply_retention(Which::Saved, Trigger::Ui, dry, false)
-                .await?;
-            if !dry {
-                audit(&app, &viewer, "retention.run", r.summary()).await;
-            }
+            // A run goes on (and is audited) if the browser leaves: stopped between batches
+            // it would leave some of its deletions done and no report.
+            let (a, subject, client) = (app.clone(), viewer.subject.clone(), viewer.client.clone());
+            let r = tokio::spawn(async move {
+                let r = a
+                    .registry
+                    .apply_retention(Which::Saved, Trigger::Ui, dry, false)
+                    .await?;
+                if !dry
+                    && let Err(e) = a
+                        .auth
+                        .audit(&subject, &client, "retention.run", r.summary())
+                        .await
+                {
+                    tracing::error!(error = %e, "could not write an audit entry");
+                }
+                Ok::<_, crate::core::Error>(r)
+            })
+            .await
+            .map_err(|e| UiError::Internal(e.to_string()))??;
             let title = if dry {
                 "Preview of the saved policies (nothing was deleted)"
             } else {
