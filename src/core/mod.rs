@@ -32,6 +32,21 @@ use crate::storage::{BlobStore, Progress, Staging};
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Stored run reports, `(id, JSON)` rows newest first, parsed; `set_id` gives each its row's
+/// id. A row that no longer parses (written by another version) is left out.
+fn parse_runs<T: serde::de::DeserializeOwned>(
+    rows: Vec<(i64, String)>,
+    set_id: impl Fn(&mut T, i64),
+) -> Vec<T> {
+    rows.into_iter()
+        .filter_map(|(id, json)| {
+            let mut r: T = serde_json::from_str(&json).ok()?;
+            set_id(&mut r, id);
+            Some(r)
+        })
+        .collect()
+}
+
 /// The registry service shared by every request.
 #[derive(Clone)]
 pub struct Registry {

@@ -27,31 +27,15 @@ use berth::core::{Registry, Uploader};
 use berth::oci::{Digest, Reference, RepoName, Tag};
 use bytes::Bytes;
 
+#[path = "setup.rs"]
+mod setup;
+use setup::push_blob;
+
 const REPOS: usize = 200;
 const MANIFESTS_PER_REPO: usize = 50;
 const BLOBS_PER_MANIFEST: usize = 10;
 const PACE: Duration = Duration::from_millis(20);
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-fn scale() -> f64 {
-    std::env::var("BENCH_GC_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0)
-}
-
-async fn push_blob(
-    reg: &Registry,
-    repo: &RepoName,
-    who: &Uploader,
-    bytes: Vec<u8>,
-) -> Result<Digest> {
-    let d = Digest::sha256_of(&bytes);
-    let id = reg.start_upload(repo, who).await?;
-    let body = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(bytes))]);
-    reg.finish_upload(repo, &id, &d, Some(body)).await?;
-    Ok(d)
-}
 
 fn manifest(blobs: &[(Digest, usize)]) -> Bytes {
     let (config, layers) = blobs.split_first().expect("a config");
@@ -73,8 +57,7 @@ async fn push_image(reg: &Registry, repo: &RepoName, who: &Uploader, n: usize) -
     let mut blobs = Vec::with_capacity(BLOBS_PER_MANIFEST);
     for b in 0..BLOBS_PER_MANIFEST {
         let bytes = format!("{repo} image {n} blob {b}").into_bytes();
-        let len = bytes.len();
-        blobs.push((push_blob(reg, repo, who, bytes).await?, len));
+        blobs.push(push_blob(reg, repo, who, bytes).await?);
     }
     let body = manifest(&blobs);
     let tags = [
@@ -112,14 +95,14 @@ async fn manifest_pushes(
         key: "bench".into(),
         name: "bench".into(),
     };
-    let config = push_blob(
+    let (config, _) = push_blob(
         reg,
         &repo,
         &who,
         format!("{{\"round\":{round}}}").into_bytes(),
     )
     .await?;
-    let layer = push_blob(
+    let (layer, _) = push_blob(
         reg,
         &repo,
         &who,
@@ -221,7 +204,7 @@ fn main() -> Result<()> {
 }
 
 async fn run() -> Result<()> {
-    let s = scale();
+    let s = setup::scale("BENCH_GC_SCALE");
     let repos = ((REPOS as f64 * s).ceil() as usize).max(1);
     let tmp = tempfile::tempdir()?;
     let clock = ManualClock::at(1_700_000_000);

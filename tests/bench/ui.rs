@@ -19,32 +19,15 @@ use berth::config::{Config, Durability};
 use berth::core::{Registry, Uploader};
 use berth::oci::{Digest, Reference, RepoName, Tag};
 use bytes::Bytes;
+
+#[path = "setup.rs"]
+mod setup;
 use http_body_util::BodyExt;
+use setup::push_blob;
 use tower::ServiceExt;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const ROUNDS: usize = 30;
-
-fn scale() -> f64 {
-    std::env::var("BENCH_UI_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0)
-}
-
-async fn push_blob(
-    reg: &Registry,
-    repo: &RepoName,
-    who: &Uploader,
-    bytes: Vec<u8>,
-) -> Result<(Digest, usize)> {
-    let d = Digest::sha256_of(&bytes);
-    let len = bytes.len();
-    let id = reg.start_upload(repo, who).await?;
-    let body = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(bytes))]);
-    reg.finish_upload(repo, &id, &d, Some(body)).await?;
-    Ok((d, len))
-}
 
 fn manifest(config: &(Digest, usize), layer: &(Digest, usize), n: usize) -> Bytes {
     Bytes::from(
@@ -99,8 +82,8 @@ async fn time(
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let repos = (2000.0 * scale()) as usize;
-    let tags = (10_000.0 * scale()) as usize;
+    let repos = (2000.0 * setup::scale("BENCH_UI_SCALE")) as usize;
+    let tags = (10_000.0 * setup::scale("BENCH_UI_SCALE")) as usize;
     let dir = tempfile::tempdir()?;
     let config = Config {
         data_dir: dir.path().to_path_buf(),

@@ -249,14 +249,9 @@ impl Registry {
             .db
             .read(move |c| q::recent_runs(c, limit).map_err(Error::from))
             .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id, json)| {
-                let mut r: Report = serde_json::from_str(&json).ok()?;
-                r.id = Some(id);
-                Some(r)
-            })
-            .collect())
+        Ok(super::parse_runs(rows, |r: &mut Report, id| {
+            r.id = Some(id)
+        }))
     }
 
     /// Every blob file of the store, page by page.

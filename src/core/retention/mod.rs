@@ -127,14 +127,9 @@ pub async fn history(db: &Db, limit: i64) -> Result<Vec<RetentionReport>> {
     let rows = db
         .read(move |c| q::recent_runs(c, limit).map_err(Error::from))
         .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(id, json)| {
-            let mut r: RetentionReport = serde_json::from_str(&json).ok()?;
-            r.id = Some(id);
-            Some(r)
-        })
-        .collect())
+    Ok(super::parse_runs(rows, |r: &mut RetentionReport, id| {
+        r.id = Some(id)
+    }))
 }
 
 fn parse_stored(json: &str) -> Result<PolicySpec> {
