@@ -113,10 +113,15 @@ impl Auth {
         if subject.stamp != s.stamp {
             return Ok(None);
         }
-        if now - s.seen_at >= TOUCH_EVERY {
-            self.db.write_detached("a session's last use", move |tx| {
-                sessions::touch(tx, &hash, now)
-            });
+        // Written before the answer (once a minute at most), so that the next request of
+        // the session sees this use: a use just inside the idle limit keeps it alive.
+        if now - s.seen_at >= TOUCH_EVERY
+            && let Err(e) = self
+                .db
+                .write(move |tx| sessions::touch(tx, &hash, now))
+                .await
+        {
+            tracing::warn!(error = %e, "could not record a session's last use");
         }
         Ok(Some(subject))
     }
