@@ -163,4 +163,16 @@ impl AppState {
     pub fn origin<B>(&self, req: &axum::http::Request<B>) -> Origin {
         origin::origin(req, &self.proxies, self.config.tls.mode != TlsMode::Off)
     }
+
+    /// `origin`, from a request's parts.
+    pub fn origin_of(&self, parts: &axum::http::request::Parts) -> Origin {
+        let tls = self.config.tls.mode != TlsMode::Off;
+        origin::of(
+            &parts.headers,
+            &parts.uri,
+            &parts.extensions,
+            &self.proxies,
+            tls,
+        )
+    }
 }

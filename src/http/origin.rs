@@ -37,11 +37,19 @@ pub(crate) fn clean_host(h: &str) -> Option<&str> {
 }
 
 pub fn origin<B>(req: &Request<B>, proxies: &Proxies, tls: bool) -> Origin {
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let h = req.headers();
+    let (h, uri, ext) = (req.headers(), req.uri(), req.extensions());
+    of(h, uri, ext, proxies, tls)
+}
+
+/// `origin` from a request's parts (the web UI's extractors see parts, not the request).
+pub fn of(
+    h: &HeaderMap,
+    uri: &axum::http::Uri,
+    ext: &axum::http::Extensions,
+    proxies: &Proxies,
+    tls: bool,
+) -> Origin {
+    let peer = ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let trusted = peer.is_some_and(|p| proxies.trusts(p));
     let client = match (trusted, header(h, "x-forwarded-for")) {
         // The rightmost address not of a trusted proxy is the client.
@@ -67,7 +75,7 @@ pub fn origin<B>(req: &Request<B>, proxies: &Proxies, tls: bool) -> Origin {
         let host = header(h, "x-forwarded-host")
             .and_then(|v| clean_host(v.split(',').next().unwrap_or("").trim()));
         let direct = header(h, "host")
-            .or(req.uri().authority().map(|a| a.as_str()))
+            .or(uri.authority().map(|a| a.as_str()))
             .and_then(clean_host);
         if let (Some(proto), Some(host)) = (proto, host.or(direct)) {
             return Origin {
@@ -78,7 +86,7 @@ pub fn origin<B>(req: &Request<B>, proxies: &Proxies, tls: bool) -> Origin {
         }
     }
     // HTTP/2 carries the host in the :authority pseudo-header, which lands in the URI.
-    let authority = req.uri().authority().map(|a| a.as_str());
+    let authority = uri.authority().map(|a| a.as_str());
     let host = header(h, "host")
         .or(authority)
         .and_then(clean_host)

@@ -113,7 +113,12 @@ pub async fn start(
     let detail = if dry_run { "dry run" } else { "run" };
     if let Err(e) = app
         .auth
-        .audit(&viewer.subject, &viewer.client, "gc.start", detail.into())
+        .audit(
+            &viewer.subject,
+            &viewer.origin.client,
+            "gc.start",
+            detail.into(),
+        )
         .await
     {
         tracing::error!(error = %e, "could not write an audit entry");

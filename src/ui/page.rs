@@ -166,17 +166,11 @@ impl IntoResponse for UiError {
 }
 
 /// `host[:port]` as clients name this registry, and whether it is plain HTTP.
-pub fn registry_host(
-    app: &crate::state::AppState,
-    headers: &axum::http::HeaderMap,
-) -> (String, bool) {
-    let mut req = axum::http::Request::new(());
-    *req.headers_mut() = headers.clone();
-    let base = app.origin(&req).base;
-    match base.split_once("://") {
+pub fn registry_host(origin: &crate::http::origin::Origin) -> (String, bool) {
+    match origin.base.split_once("://") {
         Some(("https", h)) => (h.to_string(), false),
         Some((_, h)) => (h.to_string(), true),
-        None => (base, true),
+        None => (origin.base.clone(), true),
     }
 }
 

@@ -186,11 +186,10 @@ pub async fn show(
     viewer: Viewer,
     Path(rest): Path<String>,
     Query(q): Query<TagQuery>,
-    headers: axum::http::HeaderMap,
 ) -> Result<Response, UiError> {
     match parse(&rest)? {
-        RepoRoute::Tags(repo) => tags(&app, &viewer, &repo, q, &headers).await,
-        RepoRoute::Manifest(repo, d) => manifest(&app, &viewer, &repo, &d, &headers).await,
+        RepoRoute::Tags(repo) => tags(&app, &viewer, &repo, q).await,
+        RepoRoute::Manifest(repo, d) => manifest(&app, &viewer, &repo, &d).await,
         RepoRoute::DeleteTags(_) => Err(UiError::NotFound("no such page".into())),
     }
 }
@@ -282,7 +281,6 @@ async fn tags(
     viewer: &Viewer,
     repo: &RepoName,
     q: TagQuery,
-    headers: &axum::http::HeaderMap,
 ) -> Result<Response, UiError> {
     visible(viewer, repo)?;
     let (order, sort) = match q.sort.as_deref() {
@@ -303,7 +301,7 @@ async fn tags(
         )
         .await?;
     let now = app.registry.now();
-    let (host, plain) = registry_host(app, headers);
+    let (host, plain) = registry_host(&viewer.origin);
     let rows = found
         .into_iter()
         .map(|t| {
@@ -405,7 +403,6 @@ async fn manifest(
     viewer: &Viewer,
     repo: &RepoName,
     digest: &Digest,
-    headers: &axum::http::HeaderMap,
 ) -> Result<Response, UiError> {
     visible(viewer, repo)?;
     let v: ManifestView = app.registry.browse_manifest(repo, digest).await?;
@@ -418,7 +415,7 @@ async fn manifest(
         size: bytes(l.size),
         shared_with: l.shared_with,
     };
-    let (host, plain) = registry_host(app, headers);
+    let (host, plain) = registry_host(&viewer.origin);
     let total: u64 = v.config.iter().chain(&v.layers).map(|l| l.size).sum();
     Ok(render(&ManifestPage {
         chrome: Chrome::new(
@@ -527,7 +524,7 @@ pub async fn post(
                     .auth
                     .audit(
                         &viewer.subject,
-                        &viewer.client,
+                        &viewer.origin.client,
                         "tag.delete",
                         format!("{repo}:{t}"),
                     )

@@ -243,7 +243,11 @@ pub async fn post(
             let dry = field(&fields, "do") == "dry-run";
             // A run goes on (and is audited) if the browser leaves: stopped between batches
             // it would leave some of its deletions done and no report.
-            let (a, subject, client) = (app.clone(), viewer.subject.clone(), viewer.client.clone());
+            let (a, subject, client) = (
+                app.clone(),
+                viewer.subject.clone(),
+                viewer.origin.client.clone(),
+            );
             let r = tokio::spawn(async move {
                 let r = a
                     .registry
@@ -276,7 +280,7 @@ pub async fn post(
 async fn audit(app: &AppState, viewer: &Viewer, action: &str, detail: String) {
     if let Err(e) = app
         .auth
-        .audit(&viewer.subject, &viewer.client, action, detail)
+        .audit(&viewer.subject, &viewer.origin.client, action, detail)
         .await
     {
         tracing::error!(error = %e, "could not write an audit entry");

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use super::page::UiError;
 use crate::auth::Subject;
 use crate::auth::sessions::{LIFETIME, SessionSecret};
+use crate::http::origin::Origin;
 use crate::state::AppState;
 
 const SECURE_COOKIE: &str = "__Host-berth_session";
@@ -28,7 +29,8 @@ pub struct Viewer {
     pub subject: Subject,
     /// The session cookie's value (to end it at sign-out).
     pub(super) secret: String,
-    pub client: String,
+    /// Where the request came from and how the browser reaches berth.
+    pub origin: Origin,
 }
 
 impl Viewer {
@@ -52,29 +54,26 @@ impl FromRequestParts<AppState> for Viewer {
             _ => "/",
         }
         .to_string();
-        let secure = is_https(app, parts);
-        let Some(secret) = cookie(&parts.headers, cookie_name(secure)) else {
+        let origin = app.origin_of(parts);
+        let Some(secret) = session_cookie(&parts.headers, &origin) else {
             return Err(UiError::SignIn { next });
         };
         let Some(subject) = app.auth.session(secret).await? else {
             return Err(UiError::SignIn { next });
         };
-        let req = axum::http::Request::from_parts(parts.clone(), ());
-        let client = app.origin(&req).client;
         Ok(Viewer {
             name: subject.name.clone().unwrap_or_default(),
             subject,
             secret: secret.to_string(),
-            client,
+            origin,
         })
     }
 }
 
 /// Whether the browser reaches berth over HTTPS (directly, or through a trusted proxy or the
 /// configured external URL).
-pub fn is_https(app: &AppState, parts: &Parts) -> bool {
-    let req = axum::http::Request::from_parts(parts.clone(), ());
-    app.origin(&req).base.starts_with("https://")
+pub fn is_https(origin: &Origin) -> bool {
+    origin.base.starts_with("https://")
 }
 
 fn cookie_name(secure: bool) -> &'static str {
@@ -97,9 +96,9 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     found.next().is_none().then_some(first)
 }
 
-/// The session cookie of the current scheme, if any.
-pub fn session_cookie<'a>(app: &AppState, parts: &'a Parts) -> Option<&'a str> {
-    cookie(&parts.headers, cookie_name(is_https(app, parts)))
+/// The session cookie of the scheme the browser uses, if it carries one (once).
+pub fn session_cookie<'a>(headers: &'a HeaderMap, origin: &Origin) -> Option<&'a str> {
+    cookie(headers, cookie_name(is_https(origin)))
 }
 
 /// `Set-Cookie` for a new session.

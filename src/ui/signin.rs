@@ -72,8 +72,14 @@ pub async fn form(Query(q): Query<NextQuery>) -> Response {
 
 /// POST /signin
 pub async fn submit(State(app): State<AppState>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let req = Request::from_parts(parts.clone(), body);
+    let origin = app.origin(&req);
+    let agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let old = session::session_cookie(req.headers(), &origin).map(str::to_string);
     let Ok(Form(f)) = Form::<SignInForm>::from_request(req, &app).await else {
         return page(
             StatusCode::BAD_REQUEST,
@@ -83,30 +89,24 @@ pub async fn submit(State(app): State<AppState>, req: Request) -> Response {
         );
     };
     let next = safe_next(f.next.as_deref());
-    let plain = axum::http::Request::from_parts(parts.clone(), ());
-    let origin = app.origin(&plain);
-    let agent = parts
-        .headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
     match app
         .auth
-        .sign_in(f.name.trim(), &f.password, &origin.client, agent)
+        .sign_in(f.name.trim(), &f.password, &origin.client, &agent)
         .await
     {
         Ok((secret, _)) => {
             // A session the browser held before is ended: sign-in rotates it.
-            if let Some(old) = session::session_cookie(&app, &parts)
+            if let Some(old) = old.as_deref()
                 && let Ok(Some(subject)) = app.auth.session(old).await
                 && let Err(e) = app.auth.sign_out(old, &subject, &origin.client).await
             {
                 tracing::warn!(error = %e, "could not end the session replaced at sign-in");
             }
-            let secure = session::is_https(&app, &parts);
             let mut r = Redirect::to(next).into_response();
-            r.headers_mut()
-                .insert(header::SET_COOKIE, session::set_cookie(&secret, secure));
+            r.headers_mut().insert(
+                header::SET_COOKIE,
+                session::set_cookie(&secret, session::is_https(&origin)),
+            );
             r
         }
         Err(AuthError::Unauthorized(why)) => {
@@ -128,11 +128,10 @@ pub async fn submit(State(app): State<AppState>, req: Request) -> Response {
 }
 
 /// POST /signout
-pub async fn sign_out(State(app): State<AppState>, viewer: Viewer, req: Request) -> Response {
-    let (parts, _) = req.into_parts();
+pub async fn sign_out(State(app): State<AppState>, viewer: Viewer) -> Response {
     if let Err(e) = app
         .auth
-        .sign_out(&viewer.secret, &viewer.subject, &viewer.client)
+        .sign_out(&viewer.secret, &viewer.subject, &viewer.origin.client)
         .await
     {
         return UiError::from(e).into_response();
@@ -140,7 +139,7 @@ pub async fn sign_out(State(app): State<AppState>, viewer: Viewer, req: Request)
     let mut r = Redirect::to("/signin").into_response();
     r.headers_mut().insert(
         header::SET_COOKIE,
-        session::clear_cookie(session::is_https(&app, &parts)),
+        session::clear_cookie(session::is_https(&viewer.origin)),
     );
     r
 }

@@ -5,7 +5,6 @@
 use askama::Template;
 use axum::Form;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::page::{self, Chrome, UiError, accounts, registry_host, render};
@@ -212,7 +211,6 @@ impl CreateForm {
 pub async fn create(
     State(app): State<AppState>,
     viewer: Viewer,
-    headers: HeaderMap,
     Form(fields): Form<Vec<(String, String)>>,
 ) -> Result<Response, UiError> {
     let form = CreateForm::read(fields);
@@ -225,7 +223,7 @@ pub async fn create(
         app.auth.db().clone(),
         viewer.name.clone(),
         form.name.clone(),
-        viewer.client.clone(),
+        viewer.origin.client.clone(),
     );
     let made = accounts(move || {
         let actor = Actor {
@@ -237,7 +235,7 @@ pub async fn create(
     .await;
     match made {
         Ok(secret) => {
-            let created = created(&app, &headers, &form.name, secret.expose(), "created");
+            let created = created(&viewer, &form.name, secret.expose(), "created");
             page_with(&app, &viewer, Some(created), String::new(), None).await
         }
         Err(UiError::BadRequest(why)) => page_with(&app, &viewer, None, why, Some(&form)).await,
@@ -262,12 +260,15 @@ async fn managed(app: &AppState, viewer: &Viewer, name: &str) -> Result<(), UiEr
 pub async fn act(
     State(app): State<AppState>,
     viewer: Viewer,
-    headers: HeaderMap,
     Path((name, action)): Path<(String, String)>,
 ) -> Result<Response, UiError> {
     managed(&app, &viewer, &name).await?;
     let (db, now) = (app.auth.db().clone(), app.registry.now());
-    let (who, client, n) = (viewer.name.clone(), viewer.client.clone(), name.clone());
+    let (who, client, n) = (
+        viewer.name.clone(),
+        viewer.origin.client.clone(),
+        name.clone(),
+    );
     match action.as_str() {
         "revoke" => {
             accounts(move || {
@@ -289,21 +290,15 @@ pub async fn act(
                 acc::rotate_token(&db, now, &actor, &n)
             })
             .await?;
-            let created = created(&app, &headers, &name, secret.expose(), "rotated");
+            let created = created(&viewer, &name, secret.expose(), "rotated");
             page_with(&app, &viewer, Some(created), String::new(), None).await
         }
         _ => Err(UiError::NotFound("no such page".into())),
     }
 }
 
-fn created(
-    app: &AppState,
-    headers: &HeaderMap,
-    name: &str,
-    secret: &str,
-    verb: &'static str,
-) -> Created {
-    let (host, plain) = registry_host(app, headers);
+fn created(viewer: &Viewer, name: &str, secret: &str, verb: &'static str) -> Created {
+    let (host, plain) = registry_host(&viewer.origin);
     Created {
         name: name.to_string(),
         secret: secret.to_string(),

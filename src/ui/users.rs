@@ -111,7 +111,7 @@ async fn change(
     f: impl FnOnce(&crate::db::Db, i64, &Actor<'_>) -> Result<(), acc::AccountError> + Send + 'static,
 ) -> Result<Response, UiError> {
     let (db, now) = (app.auth.db().clone(), app.registry.now());
-    let (who, client) = (viewer.name.clone(), viewer.client.clone());
+    let (who, client) = (viewer.name.clone(), viewer.origin.client.clone());
     let result = accounts(move || {
         f(
             &db,

@@ -504,3 +504,58 @@ async fn review_findings_stay_fixed() {
     assert!(r.header("content-security-policy").is_some());
     assert_eq!(r.header("x-frame-options"), Some("DENY"));
 }
+
+/// A request as a TLS-terminating proxy berth trusts forwards it.
+async fn via_proxy(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    body: &str,
+) -> crate::common::Resp {
+    let mut b = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "10.0.0.9:5000")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "r.example.com")
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "application/x-www-form-urlencoded");
+    if let Some(c) = cookie {
+        b = b.header("cookie", c);
+    }
+    let mut req = b.body(axum::body::Body::from(body.to_string())).unwrap();
+    let peer: std::net::SocketAddr = "10.0.0.1:40000".parse().unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    app.send(req).await
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_pages_name_the_https_address() {
+    let app = TestApp::with_config(|c| c.trusted_proxies = vec!["10.0.0.1".into()]);
+    app.push_image("team/app", "v1", OCI_MANIFEST, 1).await;
+    let form = format!("name=admin&password={ADMIN_PASSWORD}");
+    let r = via_proxy(&app, "POST", "/signin", None, &form).await;
+    r.assert(303);
+    let set = r.header("set-cookie").unwrap();
+    assert!(
+        set.starts_with("__Host-berth_session=") && set.contains("; Secure"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_string();
+    let html = text(&via_proxy(&app, "GET", "/repositories/team/app", Some(&cookie), "").await);
+    assert!(
+        html.contains("podman pull r.example.com/team/app:v1"),
+        "{html}"
+    );
+    assert!(!html.contains("--tls-verify=false"), "{html}");
+    let form = "name=ci&repositories=team%2F*&action=pull&expires=7";
+    let html = text(&via_proxy(&app, "POST", "/tokens", Some(&cookie), form).await);
+    assert!(html.contains("docker login r.example.com -u ci"), "{html}");
+    assert!(html.contains("- &#34;https://r.example.com&#34;"), "{html}");
+    // The audit names the client the proxy forwarded for, not the proxy.
+    let html = text(&via_proxy(&app, "GET", "/audit?action=token.", Some(&cookie), "").await);
+    assert!(html.contains("203.0.113.7"), "{html}");
+}
