@@ -292,8 +292,8 @@ impl Registry {
             .await
     }
 
-    /// The latest retention run: (finished at, dry run, tags deleted, trigger).
-    pub async fn last_retention_run(&self) -> Result<Option<(i64, bool, u64, String)>> {
+    /// The latest retention run that deleted: (finished at, tags deleted, trigger).
+    pub async fn last_retention_run(&self) -> Result<Option<(i64, u64, String)>> {
         self.db
             .read(|c| q::last_retention_run(c).map_err(Error::from))
             .await

@@ -296,15 +296,15 @@ pub fn activity(c: &Connection, since: i64) -> Result<(u64, u64)> {
     Ok((pushed as u64, pulled as u64))
 }
 
-/// The latest retention run that deleted (not a preview): (finished at, dry run, tags
-/// deleted, trigger).
-pub fn last_retention_run(c: &Connection) -> Result<Option<(i64, bool, u64, String)>> {
+/// The latest retention run that deleted (not a preview): (finished at, tags deleted,
+/// trigger).
+pub fn last_retention_run(c: &Connection) -> Result<Option<(i64, u64, String)>> {
     Ok(c.prepare_cached(
-        "SELECT finished_at, dry_run, deleted, trigger FROM retention_runs
+        "SELECT finished_at, deleted, trigger FROM retention_runs
          WHERE dry_run = 0 ORDER BY id DESC LIMIT 1",
     )?
     .query_row([], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64, r.get(3)?))
+        Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
     })
     .optional()?)
 }

@@ -225,6 +225,27 @@ pub fn recent_runs(c: &Connection, limit: i64) -> Result<Vec<(i64, String)>> {
         .collect::<rusqlite::Result<_>>()?)
 }
 
+/// The stored report of run `id`, if it is still kept.
+pub fn run(c: &Connection, id: i64) -> Result<Option<String>> {
+    Ok(
+        c.prepare_cached("SELECT report FROM gc_runs WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?,
+    )
+}
+
+/// The latest run that removed (not a dry run): (finished at, bytes freed, trigger).
+pub fn last_real_run(c: &Connection) -> Result<Option<(i64, u64, String)>> {
+    Ok(c.prepare_cached(
+        "SELECT finished_at, bytes_freed, trigger FROM gc_runs
+             WHERE dry_run = 0 ORDER BY id DESC LIMIT 1",
+    )?
+    .query_row([], |r| {
+        Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
+    })
+    .optional()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

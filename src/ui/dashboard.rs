@@ -75,8 +75,9 @@ pub async fn show(State(app): State<AppState>, viewer: Viewer) -> Result<Respons
         .map(|s| reg.refusal(s).is_some())
         .unwrap_or(false);
     let (blobs, blob_bytes, uploads_open) = reg.stats().await?;
-    let history = reg.gc_history(20).await?;
-    let gc_estimate = history.first().map(|r| GcEstimate {
+    // The latest report (dry run or real) for the estimate; the last real run from its row.
+    let latest = reg.gc_history(1).await?;
+    let gc_estimate = latest.first().map(|r| GcEstimate {
         at: format!(
             "{} ({})",
             page::ago(Some(r.finished_at), now),
@@ -85,20 +86,18 @@ pub async fn show(State(app): State<AppState>, viewer: Viewer) -> Result<Respons
         now: bytes(if r.dry_run { r.bytes_freed } else { 0 }),
         after_grace: bytes(r.bytes_waiting),
     });
-    let last_gc = match history.iter().find(|r| !r.dry_run) {
-        Some(r) => format!(
-            "{}, freed {} ({})",
-            page::ago(Some(r.finished_at), now),
-            bytes(r.bytes_freed),
-            r.trigger
+    let last_gc = match reg.last_gc_run().await? {
+        Some((at, freed, trigger)) => format!(
+            "{}, freed {} ({trigger})",
+            page::ago(Some(at), now),
+            bytes(freed),
         ),
         None => "never".into(),
     };
     let last_retention = match reg.last_retention_run().await? {
-        Some((at, dry, deleted, trigger)) => format!(
-            "{}, {} {} tag{} ({trigger})",
+        Some((at, deleted, trigger)) => format!(
+            "{}, deleted {} tag{} ({trigger})",
             page::ago(Some(at), now),
-            if dry { "would delete" } else { "deleted" },
             deleted,
             if deleted == 1 { "" } else { "s" }
         ),

@@ -157,12 +157,10 @@ pub async fn report(
     let id: i64 = id
         .parse()
         .map_err(|_| UiError::NotFound("no such run".into()))?;
-    // Reports are few (the newest are kept); read the stored ones and pick.
-    let runs = app.registry.gc_history(500).await?;
-    let r = runs
-        .into_iter()
-        .find(|r| r.id == Some(id))
-        .ok_or_else(|| UiError::NotFound("no such run (only the newest runs are kept)".into()))?;
+    let r =
+        app.registry.gc_report(id).await?.ok_or_else(|| {
+            UiError::NotFound("no such run (only the newest runs are kept)".into())
+        })?;
     Ok(render(&RunPage {
         chrome: Chrome::new(format!("Collection {id}"), &viewer, "gc"),
         errors: r.errors.clone(),

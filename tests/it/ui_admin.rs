@@ -326,6 +326,11 @@ async fn a_retention_preview_deletes_nothing_and_the_run_deletes_what_it_showed(
             .assert(404);
     }
     app.get("/v2/team/app/manifests/keep-me").await.assert(200);
+    let html = text(&admin.get("/").await);
+    assert!(
+        html.contains("Last run: just now, deleted 3 tags (ui)"),
+        "{html}"
+    );
     let html = text(&admin.get("/retention").await);
     assert!(
         html.contains("preview of the draft &#34;p&#34; (ui)"),
@@ -415,8 +420,14 @@ async fn gc_dry_run_and_run_add_history_rows_with_what_they_freed() {
     let html = text(&admin.get("/gc").await);
     assert_eq!(html.matches("class=\"gc-run\"").count(), 2, "{html}");
     assert!(html.contains("dry run (ui)") && html.contains("run (ui)"));
+    // The dashboard: the last real run from its row, the estimate from the latest report.
     let html = text(&admin.get("/").await);
     assert!(!html.contains("No collection has run yet."));
+    let last = format!(
+        "Last run: just now, freed {} (ui)",
+        berth::core::gc::human_bytes(freed)
+    );
+    assert!(html.contains(&last), "{last} in {html}");
     admin.post("/gc", "mode=sideways", &[]).await.assert(400);
     admin.get("/gc/999").await.assert(404);
     admin.get("/gc/x").await.assert(404);

@@ -254,6 +254,24 @@ impl Registry {
         }))
     }
 
+    /// The stored report of run `id`, if it is still kept.
+    pub async fn gc_report(&self, id: i64) -> Result<Option<Report>> {
+        let row = self
+            .db
+            .read(move |c| q::run(c, id).map_err(Error::from))
+            .await?;
+        Ok(row.and_then(|json| {
+            super::parse_runs(vec![(id, json)], |r: &mut Report, id| r.id = Some(id)).pop()
+        }))
+    }
+
+    /// The latest run that removed (not a dry run): (finished at, bytes freed, trigger).
+    pub async fn last_gc_run(&self) -> Result<Option<(i64, u64, String)>> {
+        self.db
+            .read(|c| q::last_real_run(c).map_err(Error::from))
+            .await
+    }
+
     /// Every blob file of the store, page by page.
     async fn blob_files(&self) -> Result<Vec<FoundFile>> {
         let mut out = Vec::new();

@@ -122,12 +122,29 @@ pub async fn remove(db: &Db, name: &str) -> Result<bool> {
         .await
 }
 
-/// The latest stored run reports, newest first (their decisions are the deletions only).
-pub async fn history(db: &Db, limit: i64) -> Result<Vec<RetentionReport>> {
+/// A stored run as a history lists it: its report without the decisions (a run's can hold
+/// ten thousand, which a list of runs has no use for and need not allocate).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RunSummary {
+    #[serde(default)]
+    pub id: Option<i64>,
+    pub trigger: String,
+    pub dry_run: bool,
+    pub started_at: i64,
+    pub deleted: u64,
+    pub bytes_to_free: u64,
+    #[serde(default)]
+    pub errors: Vec<String>,
+    #[serde(default)]
+    pub draft: Option<String>,
+}
+
+/// The latest stored runs, newest first.
+pub async fn history(db: &Db, limit: i64) -> Result<Vec<RunSummary>> {
     let rows = db
         .read(move |c| q::recent_runs(c, limit).map_err(Error::from))
         .await?;
-    Ok(super::parse_runs(rows, |r: &mut RetentionReport, id| {
+    Ok(super::parse_runs(rows, |r: &mut RunSummary, id| {
         r.id = Some(id)
     }))
 }
