@@ -1,6 +1,8 @@
 //! What the web UI shows of stored content: repositories with their figures, a repository's
 //! tags with platforms and sizes, one manifest's parts. Reads only; every list is paged.
 
+use std::collections::HashMap;
+
 use futures_util::StreamExt as _;
 use serde_json::Value;
 
@@ -158,41 +160,68 @@ impl Registry {
     ) -> Result<(u64, Vec<TagView>)> {
         self.flush_pulls().await?;
         let (r, filter) = (repo.to_string(), filter.to_string());
-        let (total, rows) = self
+        // Tags of one manifest (`latest` and `1.2.3`, say) share its parts: read once each.
+        let (total, rows, mut parts) = self
             .db
             .read(move |c| {
                 let id = repos::find(c, &r)?.ok_or(Error::NameUnknown)?;
                 let (total, rows) = q::tags(c, id, &filter, order, offset, limit)?;
-                let mut out = Vec::with_capacity(rows.len());
-                for t in rows {
-                    let content = q::content(c, t.manifest.id)?;
-                    let platforms = index_platforms(c, id, &content)?;
+                let mut parts: HashMap<i64, (ManifestParts, Vec<(String, String)>)> =
+                    HashMap::new();
+                for t in &rows {
+                    if parts.contains_key(&t.manifest.id) {
+                        continue;
+                    }
+                    let json = parse_json(&q::content(c, t.manifest.id)?);
+                    let p = match index_platforms(c, id, &json)? {
+                        Some(platforms) => ManifestParts::Index(platforms),
+                        None => ManifestParts::Image {
+                            config: json["config"]["digest"].as_str().map(str::to_string),
+                            bytes: q::blob_bytes(c, t.manifest.id)?,
+                        },
+                    };
                     let referrers = q::referrers(c, id, &t.manifest.digest, MAX_REFERRERS)?;
-                    let own = q::blob_bytes(c, t.manifest.id)?;
-                    out.push((t, content, platforms, referrers, own));
+                    parts.insert(t.manifest.id, (p, referrers));
                 }
-                Ok::<_, Error>((total, out))
+                Ok::<_, Error>((total, rows, parts))
             })
             .await?;
-        let mut tags = Vec::with_capacity(rows.len());
-        for (t, content, platforms, referrers, own) in rows {
-            let platforms = match platforms {
-                Some(p) => p,
-                None => vec![Platform {
-                    name: self.image_platform(&content).await,
-                    digest: t.manifest.digest.clone(),
-                    size: Some(own),
-                }],
-            };
-            tags.push(TagView {
-                name: t.name,
-                pushed_at: t.pushed_at,
-                pushed_by: t.pushed_by,
-                manifest: t.manifest,
-                platforms,
-                referrers,
-            });
+        // An image's platform is in its config blob: one read per config on the page.
+        let mut platform_of: HashMap<String, String> = HashMap::new();
+        for (p, _) in parts.values_mut() {
+            if let ManifestParts::Image {
+                config: Some(d), ..
+            } = p
+                && !platform_of.contains_key(d.as_str())
+            {
+                platform_of.insert(d.clone(), self.config_platform(d).await);
+            }
         }
+        let tags = rows
+            .into_iter()
+            .map(|t| {
+                let (p, referrers) = &parts[&t.manifest.id];
+                let platforms = match p {
+                    ManifestParts::Index(platforms) => platforms.clone(),
+                    ManifestParts::Image { config, bytes } => vec![Platform {
+                        name: config
+                            .as_ref()
+                            .and_then(|d| platform_of.get(d).cloned())
+                            .unwrap_or_else(|| "unknown".into()),
+                        digest: t.manifest.digest.clone(),
+                        size: Some(*bytes),
+                    }],
+                };
+                TagView {
+                    name: t.name,
+                    pushed_at: t.pushed_at,
+                    pushed_by: t.pushed_by,
+                    manifest: t.manifest,
+                    platforms,
+                    referrers: referrers.clone(),
+                }
+            })
+            .collect();
         Ok((total, tags))
     }
 
@@ -203,19 +232,20 @@ impl Registry {
         type Parts = (
             ManifestRow,
             Vec<u8>,
+            Value,
             Option<Vec<Platform>>,
             Vec<Layer>,
             Vec<(String, String)>,
             Vec<String>,
         );
-        let (row, content, platforms, mut layers, referrers, tags): Parts = self
+        let (row, content, json, platforms, mut layers, referrers, tags): Parts = self
             .db
             .read(move |c| {
                 let id = repos::find(c, &r)?.ok_or(Error::NameUnknown)?;
                 let (row, content) = q::manifest(c, id, &d)?.ok_or(Error::ManifestUnknown)?;
-                let platforms = index_platforms(c, id, &content)?;
+                let json = parse_json(&content);
+                let platforms = index_platforms(c, id, &json)?;
                 let mut layers = Vec::new();
-                let json: Value = serde_json::from_slice(&content).unwrap_or(Value::Null);
                 let descriptors = std::iter::once(&json["config"])
                     .chain(json["layers"].as_array().into_iter().flatten());
                 for desc in descriptors {
@@ -234,37 +264,35 @@ impl Registry {
                 }
                 let referrers = q::referrers(c, id, &d, MAX_REFERRERS)?;
                 let tags = q::tags_of(c, id, row.id)?;
-                Ok::<_, Error>((row, content, platforms, layers, referrers, tags))
+                Ok::<_, Error>((row, content, json, platforms, layers, referrers, tags))
             })
             .await?;
-        let json: Value = serde_json::from_slice(&content).unwrap_or(Value::Null);
         let config = if json["config"].is_object() && !layers.is_empty() {
             Some(layers.remove(0))
         } else {
             None
         };
-        let labels = match &config {
-            Some(cfg) => self.config_labels(&cfg.digest).await,
-            None => Vec::new(),
+        // The config blob, read once: the platform and the labels are in it.
+        let config_json = match config.as_ref().map(|c| Digest::parse(&c.digest)) {
+            Some(Ok(d)) => self.small_json_blob(&d).await,
+            _ => None,
         };
+        let labels = config_json
+            .as_ref()
+            .map_or_else(Vec::new, |v| string_pairs(&v["config"]["Labels"]));
         let is_index = platforms.is_some();
         let platforms = match platforms {
             Some(p) => p,
             None if config.is_some() => vec![Platform {
-                name: self.image_platform(&content).await,
+                name: config_json
+                    .as_ref()
+                    .map_or_else(|| "unknown".into(), platform_name),
                 digest: row.digest.clone(),
                 size: Some(config.iter().chain(&layers).map(|l| l.size).sum()),
             }],
             None => Vec::new(),
         };
-        let annotations = json["annotations"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let annotations = string_pairs(&json["annotations"]);
         let pretty = match &json {
             Value::Null => String::from_utf8_lossy(&content).into_owned(),
             v => serde_json::to_string_pretty(v).unwrap_or_default(),
@@ -304,34 +332,15 @@ impl Registry {
         Ok(self.staging.disk_space().await?)
     }
 
-    /// `os/arch[/variant]` of an image manifest, from its config blob.
-    async fn image_platform(&self, manifest: &[u8]) -> String {
-        let json: Value = serde_json::from_slice(manifest).unwrap_or(Value::Null);
-        let config = match json["config"]["digest"].as_str().map(Digest::parse) {
-            Some(Ok(d)) => self.small_json_blob(&d).await,
-            _ => None,
+    /// `os/arch[/variant]` of an image, from its config blob `digest`.
+    async fn config_platform(&self, digest: &str) -> String {
+        let config = match Digest::parse(digest) {
+            Ok(d) => self.small_json_blob(&d).await,
+            Err(_) => None,
         };
         config
             .as_ref()
             .map_or_else(|| "unknown".into(), platform_name)
-    }
-
-    /// An image config's `config.Labels`.
-    async fn config_labels(&self, digest: &str) -> Vec<(String, String)> {
-        let Ok(d) = Digest::parse(digest) else {
-            return Vec::new();
-        };
-        let Some(config) = self.small_json_blob(&d).await else {
-            return Vec::new();
-        };
-        config["config"]["Labels"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 
     /// A blob parsed as JSON, when it is small enough to read whole.
@@ -347,6 +356,32 @@ impl Registry {
         }
         serde_json::from_slice(&bytes).ok()
     }
+}
+
+/// What a tag's manifest shows in a tag list.
+enum ManifestParts {
+    Index(Vec<Platform>),
+    /// An image: its config's digest (where its platform is) and its blobs' bytes.
+    Image {
+        config: Option<String>,
+        bytes: u64,
+    },
+}
+
+/// A stored manifest's JSON (`Null` if it is not JSON, which a stored manifest always is).
+fn parse_json(content: &[u8]) -> Value {
+    serde_json::from_slice(content).unwrap_or(Value::Null)
+}
+
+/// An object of strings (labels, annotations) as pairs; other values as empty strings.
+fn string_pairs(v: &Value) -> Vec<(String, String)> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `os/architecture[/variant]` of a platform object (an index entry's or a config's).
@@ -366,9 +401,8 @@ fn platform_name(v: &Value) -> String {
 fn index_platforms(
     c: &crate::db::Conn,
     repo_id: i64,
-    content: &[u8],
+    json: &Value,
 ) -> Result<Option<Vec<Platform>>> {
-    let json: Value = serde_json::from_slice(content).unwrap_or(Value::Null);
     let Some(children) = json["manifests"].as_array() else {
         return Ok(None);
     };

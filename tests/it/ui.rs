@@ -494,3 +494,46 @@ async fn deleting_tags_needs_the_delete_action_and_a_typed_confirmation() {
     assert_eq!(deletes.len(), 3, "{deletes:?}");
     assert!(deletes.contains(&("deleter".into(), "team/app:b".into())));
 }
+
+#[tokio::test]
+async fn tags_of_one_image_share_its_parts_and_the_config_gives_platform_and_labels() {
+    let app = TestApp::new();
+    let config = br#"{"architecture":"arm64","os":"linux","config":{"Labels":{"org.opencontainers.image.source":"https://example.com/app"}}}"#;
+    let cd = app.push_blob("team/app", config).await;
+    let ld = app.push_blob("team/app", b"a layer").await;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld.to_string(), "size": 7}],
+        "annotations": {"org.example.note": "hello"},
+    });
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    for tag in ["1.0", "latest"] {
+        app.put_manifest("team/app", tag, OCI_MANIFEST, &bytes)
+            .await
+            .assert(201);
+    }
+    let b = Browser::signed_in(&app, "admin", ADMIN_PASSWORD).await;
+    let html = text(&b.get("/repositories/team/app?sort=name").await);
+    let digest = crate::common::digest_of(&bytes);
+    let line = format!(
+        "<li>linux/arm64 <span class=\"muted\">{} B</span></li>",
+        config.len() + 7
+    );
+    assert_eq!(html.matches(&line).count(), 2, "both tags: {html}");
+    assert_eq!(html.matches(&format!("title=\"{digest}\"")).count(), 2);
+    let html = text(
+        &b.get(&format!("/repositories/team/app/-/manifests/{digest}"))
+            .await,
+    );
+    assert!(html.contains("linux/arm64"), "{html}");
+    assert!(
+        html.contains("<dt>org.opencontainers.image.source</dt><dd>https://example.com/app</dd>"),
+        "labels from the config: {html}"
+    );
+    assert!(
+        html.contains("<dt>org.example.note</dt><dd>hello</dd>"),
+        "{html}"
+    );
+}
