@@ -8,6 +8,7 @@ use super::password;
 use super::pattern::{Actions, Pattern, PatternError};
 pub use super::robots::{
     TokenInfo, create_token, list_tokens, parse_scope, remove_token, revoke_token, rotate_token,
+    token_owner,
 };
 
 #[derive(Debug, thiserror::Error)]

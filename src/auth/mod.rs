@@ -199,16 +199,15 @@ impl Auth {
         (bearer::sign(&self.key, &claims), granted)
     }
 
-    /// Record an audited event.
-    pub async fn audit(
-        &self,
-        subject: &Subject,
-        addr: &str,
-        action: &str,
-        detail: String,
-    ) -> Result<(), AuthError> {
-        self.record(subject.name.clone(), addr, action, Some(detail))
+    /// Record an audited event, after what it records succeeded: a failure to write it is
+    /// logged, not returned (the event happened either way).
+    pub async fn audit(&self, subject: &Subject, addr: &str, action: &str, detail: String) {
+        if let Err(e) = self
+            .record(subject.name.clone(), addr, action, Some(detail))
             .await
+        {
+            tracing::error!(error = %e, action, "could not write an audit entry");
+        }
     }
 
     /// Write an audit entry now, by `actor` from `addr`.

@@ -120,6 +120,11 @@ pub fn rotate_token(
     Ok(secret)
 }
 
+/// The name of the user who owns token `name`, if there is such a token.
+pub fn token_owner(db: &Db, name: &str) -> Result<Option<String>, AccountError> {
+    db.read_blocking(|c| Ok(tokens::by_name(c, name)?.map(|t| t.user_name)))
+}
+
 /// Delete a revoked or expired token, so that its name can be used again.
 pub fn remove_token(db: &Db, now: i64, actor: &Actor<'_>, name: &str) -> Result<(), AccountError> {
     db.write_blocking(|tx| {

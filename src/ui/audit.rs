@@ -41,10 +41,6 @@ struct AuditPage {
     pager: Pager,
 }
 
-fn bounded(s: Option<String>) -> String {
-    s.unwrap_or_default().trim().chars().take(200).collect()
-}
-
 /// GET /audit
 pub async fn show(
     State(app): State<AppState>,
@@ -53,18 +49,14 @@ pub async fn show(
 ) -> Result<Response, UiError> {
     viewer.require_admin()?;
     let filter = Filter {
-        actor: bounded(q.actor),
-        action: bounded(q.action),
-        text: bounded(q.q),
+        actor: page::query_text(q.actor, 200),
+        action: page::query_text(q.action, 200),
+        text: page::query_text(q.q, 200),
     };
-    let page_no = q.page.unwrap_or(1).clamp(1, super::pager::MAX_PAGE);
+    let (page_no, offset) = super::pager::page_and_offset(q.page, PER_PAGE);
     let (total, entries) = app
         .auth
-        .audit_page(
-            filter.clone(),
-            (page_no - 1).saturating_mul(PER_PAGE),
-            PER_PAGE,
-        )
+        .audit_page(filter.clone(), offset, PER_PAGE)
         .await?;
     let rows = entries
         .into_iter()

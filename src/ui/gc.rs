@@ -92,13 +92,9 @@ pub async fn start(
     Form(fields): Form<Vec<(String, String)>>,
 ) -> Result<Response, UiError> {
     viewer.require_admin()?;
-    let mode = fields
-        .iter()
-        .find(|(k, _)| k == "mode")
-        .map(|(_, v)| v.as_str());
-    let dry_run = match mode {
-        Some("dry-run") => true,
-        Some("run") => false,
+    let dry_run = match page::form_value(&fields, "mode") {
+        "dry-run" => true,
+        "run" => false,
         _ => return Err(UiError::BadRequest("choose a dry run or a run".into())),
     };
     // A second press (or a retry) while one runs would queue a full run behind it.
@@ -111,18 +107,7 @@ pub async fn start(
     // The run goes on if the browser leaves.
     let run = tokio::spawn(async move { reg.collect_garbage(Trigger::Ui, dry_run).await });
     let detail = if dry_run { "dry run" } else { "run" };
-    if let Err(e) = app
-        .auth
-        .audit(
-            &viewer.subject,
-            &viewer.origin.client,
-            "gc.start",
-            detail.into(),
-        )
-        .await
-    {
-        tracing::error!(error = %e, "could not write an audit entry");
-    }
+    viewer.audit(&app, "gc.start", detail.into()).await;
     match tokio::time::timeout(WAIT, run).await {
         Ok(Ok(Ok(report))) => {
             let id = report.id.unwrap_or_default();

@@ -165,6 +165,20 @@ impl IntoResponse for UiError {
     }
 }
 
+/// The value of form field `name` as sent (`""` when absent). Forms whose fields repeat
+/// (`tag`, `action`) are read as pairs; this reads the single ones.
+pub fn form_value<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+/// A text a list is filtered by, from its query string: trimmed, at most `max` characters.
+pub fn query_text(q: Option<String>, max: usize) -> String {
+    q.unwrap_or_default().trim().chars().take(max).collect()
+}
+
 /// `host[:port]` as clients name this registry, and whether it is plain HTTP.
 pub fn registry_host(origin: &crate::http::origin::Origin) -> (String, bool) {
     match origin.base.split_once("://") {

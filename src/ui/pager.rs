@@ -3,6 +3,12 @@
 /// The highest page number a list is asked for (far past any real list; keeps offsets small).
 pub const MAX_PAGE: u64 = 1_000_000;
 
+/// The page a query asks for (from 1, at most `MAX_PAGE`) and the offset of its first item.
+pub fn page_and_offset(asked: Option<u64>, per: u64) -> (u64, u64) {
+    let page = asked.unwrap_or(1).clamp(1, MAX_PAGE);
+    (page, (page - 1).saturating_mul(per))
+}
+
 /// Where a paged list stands, with the links to the neighbouring pages.
 pub struct Pager {
     pub page: u64,
@@ -50,6 +56,13 @@ mod tests {
         assert_eq!((p.pages, p.first_item, p.last_item), (1, 0, 0));
         assert!(p.prev.is_none() && p.next.is_none());
         // Past the end: a way back, none forward.
+        assert_eq!(page_and_offset(None, 50), (1, 0));
+        assert_eq!(page_and_offset(Some(0), 50), (1, 0));
+        assert_eq!(page_and_offset(Some(3), 50), (3, 100));
+        assert_eq!(
+            page_and_offset(Some(u64::MAX), 50),
+            (MAX_PAGE, (MAX_PAGE - 1) * 50)
+        );
         let p = Pager::new(9, 50, 120, |n| format!("?page={n}"));
         assert_eq!(p.prev.as_deref(), Some("?page=3"));
         assert!(p.next.is_none());

@@ -103,13 +103,8 @@ pub async fn list(
     let (sort, sort_key) = sort_of(q.sort.as_deref());
     let descending = q.dir.as_deref() == Some("desc");
     let dir = if descending { "desc" } else { "asc" };
-    let filter =
-        q.q.unwrap_or_default()
-            .trim()
-            .chars()
-            .take(200)
-            .collect::<String>();
-    let page_no = q.page.unwrap_or(1).clamp(1, super::pager::MAX_PAGE);
+    let filter = page::query_text(q.q, 200);
+    let (page_no, offset) = super::pager::page_and_offset(q.page, PER_PAGE);
     let subject = viewer.subject.clone();
     let (total, found) = app
         .registry
@@ -118,7 +113,7 @@ pub async fn list(
                 filter: filter.clone(),
                 sort,
                 descending,
-                offset: (page_no - 1).saturating_mul(PER_PAGE),
+                offset,
                 limit: PER_PAGE,
             },
             move |name| subject.may(name, Action::Pull),
@@ -288,17 +283,11 @@ async fn tags(
         Some("name") => (TagOrder::Name, "name"),
         _ => (TagOrder::NewestFirst, "newest"),
     };
-    let filter: String = q.q.unwrap_or_default().trim().chars().take(128).collect();
-    let page_no = q.page.unwrap_or(1).clamp(1, super::pager::MAX_PAGE);
+    let filter = page::query_text(q.q, 128);
+    let (page_no, offset) = super::pager::page_and_offset(q.page, PER_PAGE);
     let (total, found) = app
         .registry
-        .browse_tags(
-            repo,
-            &filter,
-            order,
-            (page_no - 1).saturating_mul(PER_PAGE),
-            PER_PAGE,
-        )
+        .browse_tags(repo, &filter, order, offset, PER_PAGE)
         .await?;
     let now = app.registry.now();
     let (host, plain) = registry_host(&viewer.origin);
@@ -520,18 +509,9 @@ pub async fn post(
             .await
         {
             Ok(()) => {
-                if let Err(e) = app
-                    .auth
-                    .audit(
-                        &viewer.subject,
-                        &viewer.origin.client,
-                        "tag.delete",
-                        format!("{repo}:{t}"),
-                    )
+                viewer
+                    .audit(&app, "tag.delete", format!("{repo}:{t}"))
                     .await
-                {
-                    tracing::error!(error = %e, "could not write an audit entry");
-                }
             }
             // Gone already (another tab, a client): what was asked holds.
             Err(crate::core::Error::ManifestUnknown) => {}

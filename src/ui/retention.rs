@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::page::{self, Chrome, UiError, bytes, render};
+use super::page::{self, Chrome, UiError, bytes, form_value, render};
 use super::session::Viewer;
 use crate::core::gc::Trigger;
 use crate::core::retention::{self, PolicySpec, RetentionReport, Which};
@@ -179,14 +179,6 @@ pub async fn show(
     page_with(&app, &viewer, draft, String::new(), None).await
 }
 
-fn field(fields: &[(String, String)], name: &str) -> String {
-    fields
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default()
-}
-
 /// The draft's policy, or why it is not one.
 fn parse_draft(text: &str) -> Result<PolicySpec, String> {
     if text.len() > MAX_POLICY {
@@ -205,9 +197,9 @@ pub async fn post(
     Form(fields): Form<Vec<(String, String)>>,
 ) -> Result<Response, UiError> {
     viewer.require_admin()?;
-    let draft = field(&fields, "policy");
+    let draft = form_value(&fields, "policy").to_string();
     let now = app.registry.now();
-    match field(&fields, "do").as_str() {
+    match form_value(&fields, "do") {
         "preview" => match parse_draft(&draft) {
             Err(why) => page_with(&app, &viewer, draft, why, None).await,
             Ok(spec) => {
@@ -225,22 +217,22 @@ pub async fn post(
             Ok(spec) => {
                 let name = spec.name.clone();
                 retention::save(app.registry.db(), now, spec).await?;
-                audit(&app, &viewer, "retention.save", name).await;
+                viewer.audit(&app, "retention.save", name).await;
                 Ok(Redirect::to("/retention").into_response())
             }
         },
         "remove" => {
-            let name = field(&fields, "name");
+            let name = form_value(&fields, "name").to_string();
             if !retention::remove(app.registry.db(), &name).await? {
                 return Err(UiError::NotFound(format!(
                     "no retention policy named {name:?}"
                 )));
             }
-            audit(&app, &viewer, "retention.remove", name).await;
+            viewer.audit(&app, "retention.remove", name).await;
             Ok(Redirect::to("/retention").into_response())
         }
         "run" | "dry-run" => {
-            let dry = field(&fields, "do") == "dry-run";
+            let dry = form_value(&fields, "do") == "dry-run";
             // A run goes on (and is audited) if the browser leaves: stopped between batches
             // it would leave some of its deletions done and no report.
             let (a, subject, client) = (
@@ -253,13 +245,10 @@ pub async fn post(
                     .registry
                     .apply_retention(Which::Saved, Trigger::Ui, dry, false)
                     .await?;
-                if !dry
-                    && let Err(e) = a
-                        .auth
+                if !dry {
+                    a.auth
                         .audit(&subject, &client, "retention.run", r.summary())
-                        .await
-                {
-                    tracing::error!(error = %e, "could not write an audit entry");
+                        .await;
                 }
                 Ok::<_, crate::core::Error>(r)
             })
@@ -274,15 +263,5 @@ pub async fn post(
             page_with(&app, &viewer, EXAMPLE.to_string(), String::new(), Some(o)).await
         }
         _ => Err(UiError::BadRequest("unknown retention action".into())),
-    }
-}
-
-async fn audit(app: &AppState, viewer: &Viewer, action: &str, detail: String) {
-    if let Err(e) = app
-        .auth
-        .audit(&viewer.subject, &viewer.origin.client, action, detail)
-        .await
-    {
-        tracing::error!(error = %e, "could not write an audit entry");
     }
 }

@@ -34,6 +34,13 @@ pub struct Viewer {
 }
 
 impl Viewer {
+    /// Audit what the viewer did (after it succeeded).
+    pub async fn audit(&self, app: &AppState, action: &str, detail: String) {
+        app.auth
+            .audit(&self.subject, &self.origin.client, action, detail)
+            .await;
+    }
+
     /// Administrators only.
     pub fn require_admin(&self) -> Result<(), UiError> {
         if self.subject.is_admin() {

@@ -246,13 +246,11 @@ pub async fn create(
 /// The token named, if the viewer may manage it (their own, or any for an administrator);
 /// others' tokens are reported as absent.
 async fn managed(app: &AppState, viewer: &Viewer, name: &str) -> Result<(), UiError> {
-    let (db, owner) = (app.auth.db().clone(), viewer.name.clone());
-    let admin = viewer.subject.is_admin();
-    let found = accounts(move || acc::list_tokens(&db, (!admin).then_some(owner.as_str()))).await?;
-    if found.iter().any(|t| t.token.name == name) {
-        Ok(())
-    } else {
-        Err(UiError::NotFound(format!("no token named {name:?}")))
+    let (db, n) = (app.auth.db().clone(), name.to_string());
+    let owner = accounts(move || acc::token_owner(&db, &n)).await?;
+    match owner {
+        Some(o) if viewer.subject.is_admin() || o == viewer.name => Ok(()),
+        _ => Err(UiError::NotFound(format!("no token named {name:?}"))),
     }
 }
 

@@ -7,7 +7,7 @@ use axum::Form;
 use axum::extract::{Path, State};
 use axum::response::Response;
 
-use super::page::{self, Chrome, UiError, accounts, render};
+use super::page::{self, Chrome, UiError, accounts, form_value, render};
 use super::session::Viewer;
 use crate::auth::accounts::{self as acc, Actor};
 use crate::state::AppState;
@@ -84,14 +84,6 @@ pub async fn show(State(app): State<AppState>, viewer: Viewer) -> Result<Respons
     page_with(&app, &viewer, String::new(), String::new()).await
 }
 
-fn field(fields: &[(String, String)], name: &str) -> String {
-    fields
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_default()
-}
-
 fn checked_password(p: &str) -> Result<(), String> {
     if p.chars().count() < MIN_PASSWORD {
         Err(format!(
@@ -139,13 +131,9 @@ pub async fn add(
     Form(fields): Form<Vec<(String, String)>>,
 ) -> Result<Response, UiError> {
     viewer.require_admin()?;
-    let name = field(&fields, "name");
-    let password = fields
-        .iter()
-        .find(|(k, _)| k == "password")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
-    let admin = field(&fields, "admin") == "yes";
+    let name = form_value(&fields, "name").trim().to_string();
+    let password = form_value(&fields, "password").to_string();
+    let admin = form_value(&fields, "admin") == "yes";
     if let Err(why) = checked_password(&password) {
         return page_with(&app, &viewer, why, String::new()).await;
     }
@@ -185,11 +173,7 @@ pub async fn act(
             .await
         }
         "password" => {
-            let password = fields
-                .iter()
-                .find(|(k, _)| k == "password")
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default();
+            let password = form_value(&fields, "password").to_string();
             if let Err(why) = checked_password(&password) {
                 return page_with(&app, &viewer, why, String::new()).await;
             }
@@ -204,7 +188,7 @@ pub async fn act(
             .await
         }
         "grant" => {
-            let pattern = field(&fields, "pattern");
+            let pattern = form_value(&fields, "pattern").trim().to_string();
             let actions: Vec<String> = fields
                 .iter()
                 .filter(|(k, _)| k == "action")
@@ -226,7 +210,7 @@ pub async fn act(
             .await
         }
         "revoke" => {
-            let pattern = field(&fields, "pattern");
+            let pattern = form_value(&fields, "pattern").trim().to_string();
             let done = format!("revoked {name}'s grant on {pattern}");
             change(&app, &viewer, done, move |db, now, actor| {
                 acc::revoke_grant(db, now, actor, &n, &pattern)
@@ -251,8 +235,8 @@ pub async fn anonymous(
     Form(fields): Form<Vec<(String, String)>>,
 ) -> Result<Response, UiError> {
     viewer.require_admin()?;
-    let pattern = field(&fields, "pattern");
-    let open = field(&fields, "open") == "yes";
+    let pattern = form_value(&fields, "pattern").trim().to_string();
+    let open = form_value(&fields, "open") == "yes";
     let done = format!(
         "{pattern} is {} to anonymous pulls",
         if open { "open" } else { "closed" }
