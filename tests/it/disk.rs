@@ -118,14 +118,7 @@ async fn a_full_disk_refuses_uploads_clearly_and_recovers_without_a_restart() {
 
     // A streamed PATCH larger than the space left: 507, and its bytes are given back.
     let before = fs.free();
-    let r = client()
-        .post(server.url("/v2/r/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202);
-    let loc =
-        crate::common::net::absolute(&server.url(""), r.headers()["location"].to_str().unwrap());
+    let loc = crate::common::net::start_upload(&client(), &server.url(""), "r").await;
     let big = tmp.path().join("big");
     std::fs::write(&big, vec![1u8; 48 * MIB]).unwrap();
     let out = run(Command::new("curl").args([
@@ -158,14 +151,7 @@ async fn a_full_disk_refuses_uploads_clearly_and_recovers_without_a_restart() {
     assert!([204, 404].contains(&r.status().as_u16()), "{}", r.status());
 
     // An upload whose bytes all arrive before the floor is crossed...
-    let r = client()
-        .post(server.url("/v2/r/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202);
-    let pending =
-        crate::common::net::absolute(&server.url(""), r.headers()["location"].to_str().unwrap());
+    let pending = crate::common::net::start_upload(&client(), &server.url(""), "r").await;
     let last = b"bytes that came before the disk filled".to_vec();
     let r = client()
         .patch(&pending)

@@ -273,14 +273,7 @@ async fn a_proxy_that_drops_streamed_bodies_is_named_logged_and_counted() {
     let proxy = body_dropping_proxy(server.url("")).await;
     let base = format!("http://127.0.0.1:{proxy}");
     let c = client();
-    let r = c
-        .post(format!("{base}/v2/behind/proxy/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202);
-    let location = r.headers()["location"].to_str().unwrap().to_string();
-    let location = crate::common::net::absolute(&base, &location);
+    let location = crate::common::net::start_upload(&c, &base, "behind/proxy").await;
     let data = vec![7u8; 100_000];
     let d = Digest::sha256_of(&data);
     let stream = futures_util::stream::iter(
@@ -342,14 +335,7 @@ async fn a_proxy_that_drops_streamed_bodies_is_named_logged_and_counted() {
     // the hint (a proxy is in front), but a header anyone can send is no evidence: no log
     // line, no count.
     let wrong = Digest::sha256_of(b"something else");
-    let r = c
-        .post(server.url("/v2/direct/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202);
-    let location =
-        crate::common::net::absolute(&server.url(""), r.headers()["location"].to_str().unwrap());
+    let location = crate::common::net::start_upload(&c, &server.url(""), "direct").await;
     let r = c
         .put(crate::common::net::with_query(
             &location,

@@ -30,6 +30,21 @@ pub fn absolute(base: &str, location: &str) -> String {
     }
 }
 
+/// Open an upload session in `repo` on the registry at `base`; returns its absolute
+/// location. Panics unless it is answered 202.
+pub async fn start_upload(c: &reqwest::Client, base: &str, repo: &str) -> String {
+    let r = c
+        .post(format!(
+            "{}/v2/{repo}/blobs/uploads/",
+            base.trim_end_matches('/')
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202, "opening an upload in {repo}");
+    absolute(base, r.headers()["location"].to_str().unwrap())
+}
+
 /// `url` with one more query parameter.
 pub fn with_query(url: &str, key: &str, value: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
