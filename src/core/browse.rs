@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::{Error, Registry, Result};
 use crate::db::browse::{self as q, ManifestRow, RepoRow, TagOrder};
 use crate::db::repos;
+use crate::db::runs::{self, Runs};
 use crate::oci::{Digest, RepoName};
 
 /// A config blob larger than this is not read for its platform and labels.
@@ -323,7 +324,7 @@ impl Registry {
     /// The latest retention run that deleted: (finished at, tags deleted, trigger).
     pub async fn last_retention_run(&self) -> Result<Option<(i64, u64, String)>> {
         self.db
-            .read(|c| q::last_retention_run(c).map_err(Error::from))
+            .read(|c| runs::last_real(c, Runs::Retention).map_err(Error::from))
             .await
     }
 

@@ -296,19 +296,6 @@ pub fn activity(c: &Connection, since: i64) -> Result<(u64, u64)> {
     Ok((pushed as u64, pulled as u64))
 }
 
-/// The latest retention run that deleted (not a preview): (finished at, tags deleted,
-/// trigger).
-pub fn last_retention_run(c: &Connection) -> Result<Option<(i64, u64, String)>> {
-    Ok(c.prepare_cached(
-        "SELECT finished_at, deleted, trigger FROM retention_runs
-         WHERE dry_run = 0 ORDER BY id DESC LIMIT 1",
-    )?
-    .query_row([], |r| {
-        Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
-    })
-    .optional()?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

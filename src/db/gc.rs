@@ -217,14 +217,6 @@ pub fn insert_run(
     Ok(id)
 }
 
-/// The stored reports of the latest `limit` runs, newest first.
-pub fn recent_runs(c: &Connection, limit: i64) -> Result<Vec<(i64, String)>> {
-    let mut st = c.prepare_cached("SELECT id, report FROM gc_runs ORDER BY id DESC LIMIT ?1")?;
-    Ok(st
-        .query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?)
-}
-
 /// The stored report of run `id`, if it is still kept.
 pub fn run(c: &Connection, id: i64) -> Result<Option<String>> {
     Ok(
@@ -232,18 +224,6 @@ pub fn run(c: &Connection, id: i64) -> Result<Option<String>> {
             .query_row([id], |r| r.get(0))
             .optional()?,
     )
-}
-
-/// The latest run that removed (not a dry run): (finished at, bytes freed, trigger).
-pub fn last_real_run(c: &Connection) -> Result<Option<(i64, u64, String)>> {
-    Ok(c.prepare_cached(
-        "SELECT finished_at, bytes_freed, trigger FROM gc_runs
-             WHERE dry_run = 0 ORDER BY id DESC LIMIT 1",
-    )?
-    .query_row([], |r| {
-        Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
-    })
-    .optional()?)
 }
 
 #[cfg(test)]
@@ -319,7 +299,7 @@ mod tests {
         for i in 0..KEPT_RUNS + 3 {
             insert_run(&c, "cli", false, i, i, 0, "{}").unwrap();
         }
-        let runs = recent_runs(&c, 1000).unwrap();
+        let runs = crate::db::runs::recent(&c, crate::db::runs::Runs::Gc, 1000).unwrap();
         assert_eq!(runs.len() as i64, KEPT_RUNS);
         assert_eq!(runs[0].0, KEPT_RUNS + 3);
     }

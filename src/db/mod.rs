@@ -13,6 +13,7 @@ pub mod gc;
 pub mod manifests;
 pub mod repos;
 pub mod retention;
+pub mod runs;
 pub mod sessions;
 pub mod settings;
 pub mod tags;

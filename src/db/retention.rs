@@ -130,15 +130,6 @@ pub fn insert_run(
     Ok(id)
 }
 
-/// The stored reports of the latest `limit` runs, newest first.
-pub fn recent_runs(c: &Connection, limit: i64) -> Result<Vec<(i64, String)>> {
-    let mut st =
-        c.prepare_cached("SELECT id, report FROM retention_runs ORDER BY id DESC LIMIT ?1")?;
-    Ok(st
-        .query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,7 @@ pub use report::{
 
 use super::{Error, Registry, Result};
 use crate::db::gc as q;
+use crate::db::runs::{self, Runs};
 use crate::db::{blobs, gc::Snapshot};
 use crate::oci::{Digest, UploadId};
 use crate::storage::StoreError;
@@ -247,7 +248,7 @@ impl Registry {
     pub async fn gc_history(&self, limit: i64) -> Result<Vec<Report>> {
         let rows = self
             .db
-            .read(move |c| q::recent_runs(c, limit).map_err(Error::from))
+            .read(move |c| runs::recent(c, Runs::Gc, limit).map_err(Error::from))
             .await?;
         Ok(super::parse_runs(rows, |r: &mut Report, id| {
             r.id = Some(id)
@@ -268,7 +269,7 @@ impl Registry {
     /// The latest run that removed (not a dry run): (finished at, bytes freed, trigger).
     pub async fn last_gc_run(&self) -> Result<Option<(i64, u64, String)>> {
         self.db
-            .read(|c| q::last_real_run(c).map_err(Error::from))
+            .read(|c| runs::last_real(c, Runs::Gc).map_err(Error::from))
             .await
     }
 

@@ -19,6 +19,7 @@ pub use policy::{Policy, PolicySpec, RuleSpec};
 use super::gc::Trigger;
 use super::{Error, Registry, Result};
 use crate::db::retention as q;
+use crate::db::runs::{self, Runs};
 use crate::db::{Db, gc::Snapshot};
 
 /// Which policies a run applies.
@@ -142,7 +143,7 @@ pub struct RunSummary {
 /// The latest stored runs, newest first.
 pub async fn history(db: &Db, limit: i64) -> Result<Vec<RunSummary>> {
     let rows = db
-        .read(move |c| q::recent_runs(c, limit).map_err(Error::from))
+        .read(move |c| runs::recent(c, Runs::Retention, limit).map_err(Error::from))
         .await?;
     Ok(super::parse_runs(rows, |r: &mut RunSummary, id| {
         r.id = Some(id)
