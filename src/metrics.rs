@@ -21,6 +21,12 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// An upstream of the pull-through cache, by its configured name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -32,6 +38,9 @@ pub struct Metrics {
     pub proxy_dropped_bodies: Counter,
     pub gc_runs: Counter,
     pub gc_freed_bytes: Counter,
+    pub cache_fills: Counter,
+    pub cache_fill_failures: Counter,
+    pub cache_stale: Counter,
     // Read at scrape time.
     pub upload_sessions: Gauge,
     pub blob_store_bytes: Gauge,
@@ -39,6 +48,8 @@ pub struct Metrics {
     pub disk_free_bytes: Gauge,
     pub certificate_expiry: Gauge,
     pub gc_last_run: Gauge,
+    pub upstream_ratelimit_remaining: Family<UpstreamLabels, Gauge>,
+    pub upstream_ratelimit_limit: Family<UpstreamLabels, Gauge>,
 }
 
 impl Metrics {
@@ -54,12 +65,17 @@ impl Metrics {
             proxy_dropped_bodies: Counter::default(),
             gc_runs: Counter::default(),
             gc_freed_bytes: Counter::default(),
+            cache_fills: Counter::default(),
+            cache_fill_failures: Counter::default(),
+            cache_stale: Counter::default(),
             upload_sessions: Gauge::default(),
             blob_store_bytes: Gauge::default(),
             blobs: Gauge::default(),
             disk_free_bytes: Gauge::default(),
             certificate_expiry: Gauge::default(),
             gc_last_run: Gauge::default(),
+            upstream_ratelimit_remaining: Family::default(),
+            upstream_ratelimit_limit: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -100,6 +116,21 @@ impl Metrics {
             m.gc_freed_bytes.clone(),
         );
         registry.register(
+            "cache_fills",
+            "Blob downloads the pull-through cache started from an upstream",
+            m.cache_fills.clone(),
+        );
+        registry.register(
+            "cache_fill_failures",
+            "Blob downloads from an upstream that failed or did not verify (nothing stored)",
+            m.cache_fill_failures.clone(),
+        );
+        registry.register(
+            "cache_stale",
+            "Cached tags served while their upstream failed to confirm them",
+            m.cache_stale.clone(),
+        );
+        registry.register(
             "gc_last_run_timestamp_seconds",
             "When the last garbage collection finished (Unix time; 0: none since start)",
             m.gc_last_run.clone(),
@@ -124,6 +155,16 @@ impl Metrics {
             "tls_certificate_expiry_timestamp_seconds",
             "When the certificate in use expires (Unix time; absent without TLS)",
             m.certificate_expiry.clone(),
+        );
+        registry.register(
+            "upstream_ratelimit_remaining",
+            "Pulls the upstream says are left in its window (its ratelimit-remaining header, last seen)",
+            m.upstream_ratelimit_remaining.clone(),
+        );
+        registry.register(
+            "upstream_ratelimit_limit",
+            "Pulls the upstream allows per window (its ratelimit-limit header, last seen)",
+            m.upstream_ratelimit_limit.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -43,6 +43,10 @@ impl AppState {
         let staging = Staging::open(&data.uploads(), sync)
             .with_context(|| format!("cannot open the upload folder {}", data.uploads().display()))?
             .with_max_upload(max_upload);
+        staging
+            .sweep_fills()
+            .context("cannot remove the cache downloads a stopped server left")?;
+        let caches = caches(&config, max_upload)?;
         let auth =
             Auth::open(db.clone(), clock.clone()).context("cannot load the token signing key")?;
         let proxies = config.proxies().map_err(|e| anyhow::anyhow!(e))?;
@@ -76,7 +80,8 @@ impl AppState {
             metrics_token,
             proxies: Arc::new(proxies),
             config: Arc::new(config),
-            registry: Registry::new(db, Arc::new(store), staging, clock, options),
+            registry: Registry::new(db, Arc::new(store), staging, clock, options)
+                .with_caches(caches),
             auth,
         })
     }
@@ -138,6 +143,60 @@ fn gc_settings(config: &Config) -> anyhow::Result<gc::Settings> {
         untagged_grace: secs(&g.untagged_grace)?,
         upload_expiry: secs(&g.upload_expiry)?.unwrap_or(0),
     })
+}
+
+/// The pull-through cache's upstreams; `config::load` has checked every entry.
+fn caches(config: &Config, max_blob: Option<u64>) -> anyhow::Result<crate::core::cache::Caches> {
+    use crate::auth::pattern::Pattern;
+    let mut list = Vec::new();
+    for u in &config.upstreams {
+        let password = u
+            .password()
+            .map_err(|e| anyhow::anyhow!("upstream {}: {e}", u.name))?;
+        list.push(crate::core::cache::Settings {
+            name: u.name.clone(),
+            url: u.base_url(),
+            credentials: u.username.clone().zip(password),
+            registries: u.registry_names(),
+            mirror_hosts: u.mirror_hosts.iter().map(|h| h.to_lowercase()).collect(),
+            repositories: u
+                .repositories
+                .iter()
+                .map(|p| Pattern::parse(p))
+                .collect::<Result<_, _>>()
+                .map_err(|e| anyhow::anyhow!("upstream {}: {e}", u.name))?,
+            docker_hub: u.is_docker_hub(),
+            check_interval: u
+                .check_interval
+                .seconds()
+                .map_err(|e| anyhow::anyhow!(e))?
+                .unwrap_or(0) as i64,
+            max_concurrent: u.max_concurrent as usize,
+            max_blob,
+            eviction: crate::core::cache::evict::Limits {
+                quota: u
+                    .quota
+                    .as_ref()
+                    .map(|q| q.bytes())
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!(e))?,
+                unpulled_expiry: u
+                    .unpulled_expiry
+                    .as_ref()
+                    .map(|s| s.seconds())
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!(e))?
+                    .flatten()
+                    .map(|s| s as i64),
+                keep_pulled_within: u
+                    .keep_pulled_within
+                    .seconds()
+                    .map_err(|e| anyhow::anyhow!(e))?
+                    .unwrap_or(0) as i64,
+            },
+        });
+    }
+    crate::core::cache::Caches::new(list).map_err(|e| anyhow::anyhow!(e))
 }
 
 fn blob_sync(durability: config::Durability) -> storage::Sync {

@@ -107,6 +107,12 @@ pub(super) fn through_server_or_here_with_progress<T>(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // Evicting from the pull-through cache needs its limits, not the upstreams' passwords
+    // (which the administrator's shell may not have).
+    let mut config = config;
+    for u in &mut config.upstreams {
+        (u.username, u.password_file, u.password_env) = (None, None, None);
+    }
     let state = AppState::open(config, Arc::new(SystemClock))?;
     let out = rt.block_on(here(state));
     drop(lock);

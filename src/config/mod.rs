@@ -3,6 +3,7 @@
 
 pub mod keys;
 mod tls;
+pub mod upstreams;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,9 @@ pub struct Config {
     pub gc: Gc,
     #[serde(default)]
     pub metrics: Metrics,
+    /// Registries berth caches, each under a repository prefix (`[[upstreams]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<upstreams::Upstream>,
 }
 
 /// Where `/metrics` (Prometheus) is served.
@@ -294,6 +298,7 @@ impl Default for Config {
             limits: Limits::default(),
             gc: Gc::default(),
             metrics: Metrics::default(),
+            upstreams: Vec::new(),
         }
     }
 }
@@ -401,6 +406,7 @@ fn validate(c: &Config, fig: &Figment) -> Result<(), ConfigError> {
             format!("{} is out of range: 1 to 1000000", l.max_upload_sessions),
         ));
     }
+    upstreams::validate(&c.upstreams).map_err(|e| invalid("upstreams", e))?;
     let g = &c.gc;
     for (key, span, never_ok, min) in [
         ("gc.interval", &g.interval, false, 1),

@@ -3,7 +3,7 @@
 use super::{Error, Registry, Result};
 use crate::db::{Conn, blobs, repos};
 use crate::oci::{Digest, RepoName};
-use crate::storage::{BlobStream, Staged, StoreError};
+use crate::storage::{Staged, StoreError};
 
 /// Why `Registry::commit_blob` failed.
 pub(super) enum CommitError {
@@ -21,13 +21,17 @@ impl From<CommitError> for Error {
     }
 }
 
+/// Bytes on their way to a client: from the store, or from an upstream as they arrive.
+pub type ByteStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send>>;
+
 /// A blob found in a repository, with the requested range.
 pub struct BlobRead {
     pub size: u64,
     /// `Some((start, end))`, inclusive, when a range was asked for.
     pub range: Option<(u64, u64)>,
     /// The bytes of the range (or of the whole blob); `None` when not asked for (HEAD).
-    pub body: Option<BlobStream>,
+    pub body: Option<ByteStream>,
 }
 
 impl Registry {
@@ -158,7 +162,7 @@ impl Registry {
         Ok(BlobRead {
             size,
             range,
-            body: Some(body),
+            body: Some(Box::pin(body)),
         })
     }
 

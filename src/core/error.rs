@@ -51,6 +51,26 @@ pub enum Error {
     /// A backup, restore or check that cannot go on (the text says why).
     #[error("{0}")]
     Backup(String),
+    /// A push (or upload) into a repository of the pull-through cache.
+    #[error(
+        "{repo} is in {upstream}/, the read-only cache of {url}; push to a repository outside {upstream}/"
+    )]
+    ReadOnlyCache {
+        repo: String,
+        upstream: String,
+        url: String,
+    },
+    /// A repository the cache's upstream entry does not allow (`repositories`), or an `ns`
+    /// registry no upstream serves.
+    #[error("{0}")]
+    NotCached(String),
+    /// The upstream failed, and berth holds no copy to serve instead.
+    #[error("upstream {upstream}: {why}")]
+    Upstream {
+        upstream: String,
+        why: String,
+        retry_after: Option<u64>,
+    },
     #[error("database: {0}")]
     Db(#[from] DbError),
     #[error("storage: {0}")]

@@ -14,6 +14,8 @@ pub struct ManifestRead {
     pub size: u64,
     /// Empty for a HEAD.
     pub content: Vec<u8>,
+    /// Served from the pull-through cache without the upstream's confirmation (why).
+    pub warning: Option<String>,
 }
 
 /// Parse a manifest body and compute its digest (and compare it with the one it was pushed
@@ -193,7 +195,7 @@ impl Registry {
             .await
     }
 
-    fn served(
+    pub(super) fn served(
         &self,
         stored: Option<manifests::Stored>,
         with_content: bool,
@@ -210,6 +212,7 @@ impl Registry {
             media_type: stored.media_type,
             size: stored.size,
             content: stored.content,
+            warning: None,
         })
     }
 

@@ -7,6 +7,7 @@
 pub mod backup;
 mod blobs;
 pub mod browse;
+pub mod cache;
 mod error;
 pub mod gc;
 pub mod import;
@@ -19,7 +20,7 @@ mod uploads;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-pub use blobs::BlobRead;
+pub use blobs::{BlobRead, ByteStream};
 pub use error::Error;
 pub use listing::{Page, Referrer};
 pub use manifests::{ManifestRead, Pushed};
@@ -64,6 +65,9 @@ pub struct Registry {
     importing: Arc<tokio::sync::Mutex<()>>,
     /// The last readiness probe, with when it ran.
     probed: Arc<tokio::sync::Mutex<Option<(i64, Probed)>>>,
+    /// The pull-through cache's upstreams, and its downloads in progress.
+    caches: Arc<cache::Caches>,
+    fills: Arc<cache::Fills>,
 }
 
 /// What a readiness probe found: each write, or why it failed.
@@ -135,7 +139,15 @@ impl Registry {
             uploads: options.uploads,
             importing: Arc::default(),
             probed: Arc::default(),
+            caches: Arc::default(),
+            fills: Arc::default(),
         }
+    }
+
+    /// Serve these upstreams as a pull-through cache.
+    pub fn with_caches(mut self, caches: cache::Caches) -> Registry {
+        self.caches = Arc::new(caches);
+        self
     }
 
     pub fn now(&self) -> i64 {

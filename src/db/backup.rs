@@ -175,7 +175,8 @@ pub fn problems(c: &Connection) -> Result<Vec<String>> {
         "SELECT r.name, m.digest, mc.child_digest FROM manifest_children mc
          JOIN manifests m ON m.id = mc.manifest_id
          JOIN repositories r ON r.id = m.repository_id
-         WHERE NOT EXISTS (SELECT 1 FROM manifests c
+         WHERE m.upstream IS NULL
+           AND NOT EXISTS (SELECT 1 FROM manifests c
                            WHERE c.repository_id = m.repository_id AND c.digest = mc.child_digest)
          ORDER BY r.name, m.digest",
     )?;

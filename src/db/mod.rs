@@ -9,6 +9,7 @@ pub mod audit;
 pub mod backup;
 pub mod blobs;
 pub mod browse;
+pub mod cache;
 pub mod gc;
 pub mod manifests;
 pub mod repos;
@@ -52,6 +53,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/0008_pulled_by.sql"),
     ),
     ("0009_ui", include_str!("../../migrations/0009_ui.sql")),
+    (
+        "0010_cache",
+        include_str!("../../migrations/0010_cache.sql"),
+    ),
 ];
 
 /// `text` with LIKE's pattern characters escaped by `\\` (for `… ESCAPE '\\'`).

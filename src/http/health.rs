@@ -128,6 +128,25 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     {
         m.certificate_expiry.set(c.not_after);
     }
+    for c in reg.caches().all() {
+        if let Some(rl) = c.rate_limit() {
+            let labels = crate::metrics::UpstreamLabels {
+                upstream: c.name().to_string(),
+            };
+            // `97;w=21600`: the count, before its window.
+            let count = |v: &str| {
+                v.split(';')
+                    .next()
+                    .and_then(|n| n.trim().parse::<i64>().ok())
+            };
+            if let Some(n) = count(&rl.remaining) {
+                m.upstream_ratelimit_remaining.get_or_create(&labels).set(n);
+            }
+            if let Some(n) = count(&rl.limit) {
+                m.upstream_ratelimit_limit.get_or_create(&labels).set(n);
+            }
+        }
+    }
     let mut r = m.render().into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -5,12 +5,16 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 
 use super::{ApiResult, hv};
+use std::sync::Arc;
+
 use crate::core::Registry;
+use crate::core::cache::Cache;
 use crate::oci::{Digest, RepoName};
 
 /// GET|HEAD /v2/<name>/blobs/<digest>, with `Range: bytes=a-b` → 206.
 pub async fn get(
     reg: &Registry,
+    cache: Option<&Arc<Cache>>,
     repo: &RepoName,
     digest: &Digest,
     headers: &HeaderMap,
@@ -23,7 +27,10 @@ pub async fn get(
         .header(header::ETAG, hv(format!("\"{digest}\"")))
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::CACHE_CONTROL, "max-age=31536000");
-    let blob = reg.open_blob(repo, digest, range, !head).await?;
+    let blob = match cache {
+        Some(c) => reg.cached_blob(c, repo, digest, range, !head).await?,
+        None => reg.open_blob(repo, digest, range, !head).await?,
+    };
     let (status, len, resp) = match blob.range {
         None => (StatusCode::OK, blob.size, resp),
         Some((start, end)) => (

@@ -138,6 +138,11 @@ fn core_response(e: Error) -> Response {
         | Error::Backup(_) => (S::BAD_REQUEST, "UNSUPPORTED"),
         // A refusal the client cannot fix by retrying: clients stop at once and show it.
         Error::OutOfSpace { .. } => (S::FORBIDDEN, "DENIED"),
+        Error::ReadOnlyCache { .. } => (S::FORBIDDEN, "DENIED"),
+        Error::NotCached(_) => (S::NOT_FOUND, "NAME_UNKNOWN"),
+        // The upstream's trouble, not the client's, and not berth's: distribution's code
+        // for a service that cannot answer now.
+        Error::Upstream { .. } => (S::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
         _ if e.is_storage_full() => return storage_full(&e),
         Error::Db(d) => return internal(&e, d.is_busy()),
         Error::Io(_) => return internal(&e, false),
@@ -148,6 +153,10 @@ fn core_response(e: Error) -> Response {
         Error::BlobRange { size } => {
             with_header(r, header::CONTENT_RANGE, &format!("bytes */{size}"))
         }
+        Error::Upstream {
+            retry_after: Some(s),
+            ..
+        } => with_header(r, header::RETRY_AFTER, &s.to_string()),
         _ => r,
     }
 }

@@ -7,6 +7,9 @@ use axum::response::Response;
 use http_body_util::{BodyExt, Limited};
 
 use super::{ApiResult, hv};
+use std::sync::Arc;
+
+use crate::core::cache::Cache;
 use crate::core::{Error, ManifestRead, Registry};
 use crate::http::origin::Origin;
 use crate::oci::manifest::MAX_MANIFEST_BYTES;
@@ -22,6 +25,23 @@ pub async fn get(
 ) -> ApiResult {
     Ok(respond(
         reg.get_manifest(repo, reference, !head, puller).await?,
+        head,
+    ))
+}
+
+/// `get` of a repository of the pull-through cache: the tag may be checked upstream, what is
+/// missing fetched; served stale, a `Warning` says so.
+pub async fn get_cached(
+    reg: &Registry,
+    cache: &Arc<Cache>,
+    repo: &RepoName,
+    reference: &Reference,
+    head: bool,
+    puller: &str,
+) -> ApiResult {
+    Ok(respond(
+        reg.cached_manifest(cache, repo, reference, !head, puller)
+            .await?,
         head,
     ))
 }
@@ -49,8 +69,15 @@ fn respond(m: ManifestRead, head: bool) -> Response {
         crate::metrics::global().pulls.inc();
         Body::from(m.content)
     };
-    Response::builder()
-        .header(header::CONTENT_TYPE, hv(&m.media_type))
+    let mut resp = Response::builder();
+    if let Some(why) = &m.warning {
+        // RFC 7234's "110 Response is Stale"; the text is ours, quotes taken out.
+        let text = why.replace(['"', '\\'], "'");
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("110 berth \"stale: {text}\"")) {
+            resp = resp.header(header::WARNING, v);
+        }
+    }
+    resp.header(header::CONTENT_TYPE, hv(&m.media_type))
         .header(header::CONTENT_LENGTH, m.size)
         .header("Docker-Content-Digest", hv(m.digest.to_string()))
         .header(header::ETAG, hv(format!("\"{}\"", m.digest)))

@@ -7,6 +7,7 @@
 
 mod auth;
 mod blobs;
+pub(crate) mod cache;
 mod error;
 mod listing;
 mod manifests;
@@ -36,7 +37,9 @@ const API_VERSION: HeaderValue = HeaderValue::from_static("registry/2.0");
 
 /// `* /v2/*`: every registry request enters here.
 pub async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
-    let mut resp = match route::parse(req.uri().path()) {
+    let routed = route::parse(req.uri().path())
+        .and_then(|route| cache::addressed(&app.registry, route, &req));
+    let mut resp = match routed {
         Ok(route) => guarded(&app, route, req)
             .await
             .unwrap_or_else(IntoResponse::into_response),
@@ -87,6 +90,10 @@ async fn deferred_read(
     let Route::Manifest(repo, reference) = route else {
         return None;
     };
+    // A cache repository's tags may need the upstream.
+    if app.registry.caches().of(repo).is_some() {
+        return None;
+    }
     if !matches!(*method, Method::GET | Method::HEAD) {
         return None;
     }
@@ -105,6 +112,18 @@ async fn handle(app: &AppState, caller: &Caller, route: Route, req: Request) -> 
     let query = Query::parse(req.uri().query());
     let method = req.method().clone();
     let head = method == Method::HEAD;
+    if let Some(repo) = route.repo()
+        && matches!(route, Route::UploadStart(_) | Route::Upload(..))
+            | matches!(
+                (&route, &method),
+                (
+                    Route::Manifest(..) | Route::ManifestBadRef(..),
+                    &Method::PUT
+                )
+            )
+    {
+        reg.writable(repo)?;
+    }
     match (route, method) {
         (Route::Base, Method::GET | Method::HEAD) => Ok(base(reg).await),
         (Route::Catalog, Method::GET) => listing::catalog(reg, &caller.subject, &query).await,
@@ -114,7 +133,10 @@ async fn handle(app: &AppState, caller: &Caller, route: Route, req: Request) -> 
         }
         (Route::Manifest(repo, r), Method::GET | Method::HEAD) => {
             let puller = caller.subject.name.as_deref().unwrap_or("anonymous");
-            manifests::get(reg, &repo, &r, head, puller).await
+            match reg.caches().of(&repo) {
+                Some(c) => manifests::get_cached(reg, c, &repo, &r, head, puller).await,
+                None => manifests::get(reg, &repo, &r, head, puller).await,
+            }
         }
         (Route::Manifest(repo, r), Method::PUT) => {
             let pusher = caller.subject.name.as_deref();
@@ -131,7 +153,7 @@ async fn handle(app: &AppState, caller: &Caller, route: Route, req: Request) -> 
             Ok(resp)
         }
         (Route::Blob(repo, d), Method::GET | Method::HEAD) => {
-            blobs::get(reg, &repo, &d, req.headers(), head).await
+            blobs::get(reg, reg.caches().of(&repo), &repo, &d, req.headers(), head).await
         }
         (Route::Blob(repo, d), Method::DELETE) => {
             let resp = blobs::delete(reg, &repo, &d).await?;

@@ -46,6 +46,36 @@ impl BadRef {
     }
 }
 
+impl Route {
+    /// The repository the route is about, if any.
+    pub fn repo(&self) -> Option<&RepoName> {
+        match self {
+            Route::Base | Route::Catalog => None,
+            Route::Tags(r)
+            | Route::Manifest(r, _)
+            | Route::ManifestBadRef(r, _)
+            | Route::Blob(r, _)
+            | Route::UploadStart(r)
+            | Route::Upload(r, _)
+            | Route::Referrers(r, _) => Some(r),
+        }
+    }
+
+    /// The same route in another repository.
+    pub fn with_repo(self, repo: RepoName) -> Route {
+        match self {
+            Route::Base | Route::Catalog => self,
+            Route::Tags(_) => Route::Tags(repo),
+            Route::Manifest(_, r) => Route::Manifest(repo, r),
+            Route::ManifestBadRef(_, b) => Route::ManifestBadRef(repo, b),
+            Route::Blob(_, d) => Route::Blob(repo, d),
+            Route::UploadStart(_) => Route::UploadStart(repo),
+            Route::Upload(_, id) => Route::Upload(repo, id),
+            Route::Referrers(_, d) => Route::Referrers(repo, d),
+        }
+    }
+}
+
 fn name(segs: &[&str]) -> Result<RepoName, ApiError> {
     RepoName::parse(&segs.join("/")).map_err(|_| ApiError::NameInvalid)
 }
@@ -195,6 +225,22 @@ mod tests {
             invalid("/v2/a/referrers/nope"),
             ApiError::Core(Error::DigestInvalid(_))
         ));
+    }
+
+    #[test]
+    fn a_route_moves_to_another_repository() {
+        let to = RepoName::parse("hub/library/x").unwrap();
+        for p in [
+            "/v2/x/tags/list".to_string(),
+            "/v2/x/manifests/1".to_string(),
+            format!("/v2/x/blobs/{D}"),
+            "/v2/x/blobs/uploads/".to_string(),
+            format!("/v2/x/referrers/{D}"),
+        ] {
+            let moved = ok(&p).with_repo(to.clone());
+            assert_eq!(moved.repo(), Some(&to), "{p}");
+        }
+        assert_eq!(ok("/v2/_catalog").with_repo(to).repo(), None);
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub async fn get(State(app): State<AppState>, req: Request) -> Response {
         Ok(c) => c,
         Err(why) => return ApiError::BasicChallenge(why.into()).into_response(),
     };
-    let requested = scopes(query.all("scope"));
+    let requested = super::cache::mirrored_scopes(&app.registry, &req, scopes(query.all("scope")));
     issue(&app, &creds, &app.origin(&req), &requested, false)
         .await
         .unwrap_or_else(IntoResponse::into_response)
@@ -62,8 +62,10 @@ pub async fn get(State(app): State<AppState>, req: Request) -> Response {
 /// password, as containerd sends. Refresh tokens are not issued, so not accepted either.
 pub async fn post(State(app): State<AppState>, req: Request) -> Response {
     let origin = app.origin(&req);
+    let (parts, body) = req.into_parts();
+    let host_only = axum::http::Request::from_parts(parts, ());
     let oauth_error = |code| ApiError::OAuth(StatusCode::BAD_REQUEST, code).into_response();
-    let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+    let body = match Limited::new(body, 64 * 1024).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return oauth_error("invalid_request"),
     };
@@ -78,7 +80,8 @@ pub async fn post(State(app): State<AppState>, req: Request) -> Response {
         },
         _ => return oauth_error("unsupported_grant_type"),
     };
-    let requested = scopes(form.all("scope"));
+    let requested =
+        super::cache::mirrored_scopes(&app.registry, &host_only, scopes(form.all("scope")));
     issue(&app, &creds, &origin, &requested, true)
         .await
         .unwrap_or_else(IntoResponse::into_response)

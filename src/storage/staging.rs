@@ -31,6 +31,12 @@ impl Staged {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Drop the file (bytes that did not verify).
+    pub async fn discard(self) {
+        let path = self.path;
+        let _ = blocking(move || std::fs::remove_file(path)).await;
+    }
 }
 
 /// An upload file found by `Staging::list`.
@@ -253,6 +259,9 @@ impl Adopted {
 /// Names of adopted files: never an upload id, so garbage collection's sweep of abandoned
 /// upload files leaves them alone (a hard link keeps its source's old modification time).
 const ADOPT_PREFIX: &str = "adopt-";
+/// Names of files a pull-through fill is writing; a crash leaves them, the next start
+/// removes them (`sweep_fills`).
+const FILL_PREFIX: &str = "fill-";
 
 /// A copied file, or (after removing what was written) why it could not be written.
 fn received(path: PathBuf, written: io::Result<Progress>) -> io::Result<Adopted> {
@@ -272,11 +281,15 @@ fn received(path: PathBuf, written: io::Result<Progress>) -> io::Result<Adopted>
 impl Staging {
     /// A new file name in staging for an adopted or copied blob.
     fn adopt_path(&self) -> io::Result<PathBuf> {
+        self.new_path(ADOPT_PREFIX)
+    }
+
+    fn new_path(&self, prefix: &str) -> io::Result<PathBuf> {
         let mut raw = [0u8; 16];
         getrandom::fill(&mut raw).map_err(|e| io::Error::other(e.to_string()))?;
         Ok(self
             .dir
-            .join(format!("{ADOPT_PREFIX}{}", UploadId::from_random(raw))))
+            .join(format!("{prefix}{}", UploadId::from_random(raw))))
     }
 
     /// Bring `src` into staging: hard-linked when it is on the same file system (no bytes
@@ -324,6 +337,23 @@ impl Staging {
             }
         })
         .await
+    }
+
+    /// A new empty staged file for a blob arriving from elsewhere (a pull-through cache's
+    /// fill), open for writing and reading at offsets; the caller writes, hashes and verifies
+    /// it, then commits or `discard`s it.
+    pub async fn create_fill(&self) -> io::Result<(Staged, std::fs::File)> {
+        let path = self.new_path(FILL_PREFIX)?;
+        let p = path.clone();
+        let file = blocking(move || {
+            secure::file_options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&p)
+        })
+        .await?;
+        Ok((Staged { path }, file))
     }
 
     /// Write `body` into a new staged file, hashed with `alg` on the way (a blob copied from
@@ -379,25 +409,29 @@ impl Staging {
         received(path, written)
     }
 
+    /// Remove fill files a stopped server left behind. Blocking; at start-up, before any
+    /// request is served.
+    pub fn sweep_fills(&self) -> io::Result<()> {
+        sweep(&self.dir, FILL_PREFIX)
+    }
+
     /// Remove adopted files an interrupted import left behind. Only while no import runs.
     pub async fn sweep_adopted(&self) -> io::Result<()> {
         let dir = self.dir.clone();
-        blocking(move || {
-            for entry in std::fs::read_dir(&dir)? {
-                let entry = entry?;
-                if entry
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with(ADOPT_PREFIX)
-                {
-                    match std::fs::remove_file(entry.path()) {
-                        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                        _ => {}
-                    }
-                }
-            }
-            Ok(())
-        })
-        .await
+        blocking(move || sweep(&dir, ADOPT_PREFIX)).await
     }
+}
+
+/// Remove the files of `dir` whose names start with `prefix`. Blocking.
+fn sweep(dir: &Path, prefix: &str) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(prefix) {
+            match std::fs::remove_file(entry.path()) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }

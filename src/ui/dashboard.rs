@@ -1,5 +1,6 @@
 //! The dashboard: disk, blob store, what collection could free, the last collection and
-//! retention runs, the certificate, and the last day's pushes and pulls.
+//! retention runs, the certificate, the last day's pushes and pulls, and the pull-through
+//! cache's upstreams with their rate limits.
 
 use askama::Template;
 use axum::extract::State;
@@ -28,6 +29,14 @@ struct Dashboard {
     tls: Vec<(String, String)>,
     pushed_day: u64,
     pulled_day: u64,
+    upstreams: Vec<UpstreamRow>,
+}
+
+/// An upstream of the pull-through cache, with its rate limit as last seen.
+struct UpstreamRow {
+    name: String,
+    url: String,
+    rate_limit: String,
 }
 
 struct GcEstimate {
@@ -108,6 +117,19 @@ pub async fn show(State(app): State<AppState>, viewer: Viewer) -> Result<Respons
         .await
         .map_err(|e| UiError::Internal(e.to_string()))?;
     let (pushed_day, pulled_day) = reg.activity(now - 86_400).await?;
+    let upstreams = reg
+        .caches()
+        .all()
+        .iter()
+        .map(|c| UpstreamRow {
+            name: c.name().to_string(),
+            url: c.settings.url.clone(),
+            rate_limit: c.rate_limit().map_or_else(
+                || "not reported".into(),
+                |r| rate_limit(&r.remaining, &r.limit),
+            ),
+        })
+        .collect();
     let used = total.saturating_sub(free);
     let page = Dashboard {
         chrome: Chrome::new("Dashboard", &viewer, "dashboard"),
@@ -125,8 +147,25 @@ pub async fn show(State(app): State<AppState>, viewer: Viewer) -> Result<Respons
         tls,
         pushed_day,
         pulled_day,
+        upstreams,
     };
     Ok(render(&page))
+}
+
+/// Docker Hub's `ratelimit-remaining: 42;w=21600` and `ratelimit-limit: 100;w=21600` as
+/// "42 of 100 left per 6 h".
+fn rate_limit(remaining: &str, limit: &str) -> String {
+    let count = |v: &str| v.split(';').next().unwrap_or_default().trim().to_string();
+    let window = limit
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("w="))
+        .and_then(|w| w.parse::<u64>().ok())
+        .map(|secs| match secs {
+            s if s % 3600 == 0 => format!(" per {} h", s / 3600),
+            s => format!(" per {s} s"),
+        })
+        .unwrap_or_default();
+    format!("{} of {} left{window}", count(remaining), count(limit))
 }
 
 /// The certificate's figures as (label, value) rows. Blocking (reads the certificate).

@@ -270,6 +270,15 @@ impl Client {
         Ok((size, stream))
     }
 
+    /// `HEAD` a blob: its size, without its bytes.
+    pub async fn head_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let resp = self.send(reqwest::Method::HEAD, repo, &path, true).await?;
+        header(&resp, CONTENT_LENGTH.as_str())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| UpstreamError::Invalid("a blob HEAD without a size".into()))
+    }
+
     /// The token slot of a scope, pruning expired tokens of other scopes.
     fn slot(&self, scope: &str) -> Slot {
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());

@@ -2,7 +2,8 @@
 //!
 //! `cargo bench --bench registry`. Knobs: `BENCH_SIZE_MIB` (size of the big blob, default
 //! 1024), `BENCH_ONLY=berth` (skip the other registries), `BENCH_ONLY=auth` (only the
-//! authentication section), and where to find the optional peers (peers.rs):
+//! authentication section), `BENCH_ONLY=cache` (only the pull-through cache section,
+//! cache.rs), and where to find the optional peers (peers.rs):
 //!
 //! - registry:2 is Debian's `docker-registry` package (/usr/bin/docker-registry);
 //! - NORA (`cargo install nora-registry`): `BENCH_NORA=/path/to/nora`, or `nora` on the PATH;
@@ -29,6 +30,7 @@
 
 mod auth;
 mod blob;
+mod cache;
 mod peers;
 mod pulls;
 mod server;
@@ -383,6 +385,14 @@ fn main() -> Result<()> {
         auth::print(&rt.block_on(auth_only())?);
         return Ok(());
     }
+    if settings.only == Only::Cache {
+        println!("BENCH_ONLY=cache: only the pull-through cache section");
+        let source = Source::generate(settings.size_mib * MIB);
+        eprintln!("benchmarking the pull-through cache");
+        let rates = rt.block_on(cache::section(&source, &settings.size_label()))?;
+        cache::print(&rates, &settings.size_label());
+        return Ok(());
+    }
     let mut registries = vec![Registry::berth()];
     if settings.only == Only::Berth {
         println!("BENCH_ONLY=berth: registry:2, NORA and Trow skipped");
@@ -398,5 +408,8 @@ fn main() -> Result<()> {
     if let Some(rows) = auth_rows {
         auth::print(&rows);
     }
+    eprintln!("benchmarking the pull-through cache");
+    let rates = rt.block_on(cache::section(&source, &settings.size_label()))?;
+    cache::print(&rates, &settings.size_label());
     Ok(())
 }

@@ -61,6 +61,11 @@ fn free_port() -> Result<u16> {
 
 impl Server {
     pub fn start(reg: &Registry) -> Result<Server> {
+        Self::start_configured(reg, None)
+    }
+
+    /// `start`, berth with a config file.
+    pub fn start_configured(reg: &Registry, config: Option<&Path>) -> Result<Server> {
         let kind = reg.kind;
         let dir = tempfile::Builder::new()
             .prefix(&format!(
@@ -78,6 +83,9 @@ impl Server {
                 cmd.arg("serve").arg("--listen").arg(addr.to_string());
                 cmd.env("BERTH_LOG", "warn")
                     .env("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD);
+                if let Some(c) = config {
+                    cmd.env("BERTH_CONFIG", c);
+                }
                 cmd
             }
             Kind::Registry2 => {

@@ -8,6 +8,7 @@ pub enum Only {
     All,
     Berth,
     Auth,
+    Cache,
 }
 
 pub struct Settings {
@@ -28,7 +29,10 @@ impl Settings {
         let only = match std::env::var("BENCH_ONLY").as_deref() {
             Ok("berth") => Only::Berth,
             Ok("auth") => Only::Auth,
-            Ok(other) => bail!("BENCH_ONLY={other:?}: accepted values are \"berth\" and \"auth\""),
+            Ok("cache") => Only::Cache,
+            Ok(other) => {
+                bail!("BENCH_ONLY={other:?}: accepted values are \"berth\", \"auth\" and \"cache\"")
+            }
             Err(_) => Only::All,
         };
         Ok(Settings { size_mib, only })

@@ -187,8 +187,10 @@ impl Registry {
             untagged: set.untagged_grace.map(|g| now - g),
             upload: now - set.upload_expiry,
         };
-        // Pull times decide what an untagged manifest's grace counts from.
+        // Pull times decide what an untagged manifest's grace counts from, and what the
+        // cache evicts.
         self.flush_pulls().await?;
+        let evicted = self.evict_caches(dry_run).await?;
         let snapshot = self
             .db
             .read(|c| q::snapshot(c).map_err(Error::from))
@@ -214,6 +216,10 @@ impl Registry {
         .await
         .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
         let mut report = Report::new(trigger, dry_run, now);
+        report.evicted = evicted
+            .into_iter()
+            .map(|(repo, digest)| report::ManifestItem { repo, digest })
+            .collect();
         report.bytes_waiting = plan.bytes_waiting;
         if dry_run {
             report.planned(&plan, &names, &blob_files, &upload_files);

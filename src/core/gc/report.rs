@@ -17,6 +17,9 @@ pub struct Report {
     pub duration_ms: u64,
     /// Untagged manifests removed.
     pub manifests: Vec<ManifestItem>,
+    /// Manifests of the pull-through cache evicted (quota or expiry) before the collection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evicted: Vec<ManifestItem>,
     /// Repository links to blobs ended (nothing in the repository used them).
     pub links: Vec<LinkItem>,
     /// Blobs removed, with the bytes their files held.
@@ -190,6 +193,17 @@ impl Report {
             human_bytes(self.bytes_waiting),
             self.duration_ms as f64 / 1000.0,
         );
+        if !self.evicted.is_empty() {
+            let verb = if self.dry_run {
+                "would evict"
+            } else {
+                "evicted"
+            };
+            s.push_str(&format!(
+                "; {verb} {} from the pull-through cache",
+                count(self.evicted.len(), "image", "images")
+            ));
+        }
         if self.interrupted {
             s.push_str("; stopped early by shutdown");
         }

@@ -212,6 +212,13 @@ impl Registry {
             });
             return Ok(());
         };
+        if let Err(e) = self.writable(&name) {
+            report.skipped.push(Skipped {
+                what: repo_name,
+                why: e.to_string(),
+            });
+            return Ok(());
+        }
         for (d, why) in &plan.skipped {
             report.skipped.push(Skipped {
                 what: format!("{name}@{d}"),

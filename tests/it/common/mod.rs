@@ -8,6 +8,7 @@ pub mod cmd;
 pub mod containers;
 pub mod curl;
 pub mod docker;
+pub mod fake_upstream;
 pub mod images;
 pub mod net;
 pub mod pebble;
@@ -76,6 +77,11 @@ impl Resp {
                 String::from_utf8_lossy(&self.body)
             )
         })
+    }
+
+    /// The body as text.
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
     }
 
     /// The spec error code of an error response.
