@@ -71,6 +71,25 @@ fn default_concurrency() -> u32 {
 }
 
 impl Upstream {
+    /// An upstream with every optional setting at its default.
+    pub fn new(name: &str, url: &str) -> Upstream {
+        Upstream {
+            name: name.into(),
+            url: url.into(),
+            registries: vec![],
+            mirror_hosts: vec![],
+            repositories: vec![],
+            username: None,
+            password_file: None,
+            password_env: None,
+            check_interval: default_check_interval(),
+            max_concurrent: default_concurrency(),
+            quota: None,
+            unpulled_expiry: None,
+            keep_pulled_within: default_keep(),
+        }
+    }
+
     /// The URL berth reads from.
     pub fn base_url(&self) -> String {
         match self.url.trim_end_matches('/') {
@@ -79,9 +98,10 @@ impl Upstream {
         }
     }
 
-    /// Whether this is Docker Hub, where a one-part name is under `library/`.
+    /// Whether this is Docker Hub (or stands for it: it serves `?ns=docker.io`), where a
+    /// one-part name is under `library/`.
     pub fn is_docker_hub(&self) -> bool {
-        self.base_url() == DOCKER_HUB
+        self.base_url() == DOCKER_HUB || self.registries.iter().any(|r| r == "docker.io")
     }
 
     /// The registry names `?ns=` maps here, lower case.
@@ -210,21 +230,7 @@ mod tests {
     use super::*;
 
     fn up(name: &str, url: &str) -> Upstream {
-        Upstream {
-            name: name.into(),
-            url: url.into(),
-            registries: vec![],
-            mirror_hosts: vec![],
-            repositories: vec![],
-            username: None,
-            password_file: None,
-            password_env: None,
-            check_interval: default_check_interval(),
-            max_concurrent: 16,
-            quota: None,
-            unpulled_expiry: None,
-            keep_pulled_within: default_keep(),
-        }
+        Upstream::new(name, url)
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub use data_dir::DataDir;
 pub use fs::FsStore;
 pub use reader::BlobStream;
 pub use staging::{Adopted, AppendError, Progress, Staged, StagedFile, Staging, open_regular};
+pub use writer::Writeback;
 
 /// Whether finished writes are forced to the disk before they are acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

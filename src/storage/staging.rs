@@ -409,6 +409,11 @@ impl Staging {
         received(path, written)
     }
 
+    /// Background writeback for a fill file, as uploads get.
+    pub fn writeback(&self, file: &std::fs::File) -> io::Result<writer::Writeback> {
+        writer::Writeback::new(file, self.sync)
+    }
+
     /// Remove fill files a stopped server left behind. Blocking; at start-up, before any
     /// request is served.
     pub fn sweep_fills(&self) -> io::Result<()> {

@@ -199,6 +199,47 @@ fn write_loop(
     Ok(p)
 }
 
+/// Writeback for a file written outside the upload path (a pull-through cache's download):
+/// as for uploads, past `FLUSH_EVERY` bytes the disk writeback starts behind the writer and
+/// what is on the disk leaves the page cache, so the fsync of the commit has little left.
+pub struct Writeback {
+    file: Option<File>,
+    flusher: Option<Flusher>,
+    unflushed: u64,
+}
+
+impl Writeback {
+    /// For `file`, under `sync` (nothing is done under `Sync::Never`).
+    pub(super) fn new(file: &File, sync: Sync) -> io::Result<Writeback> {
+        Ok(Writeback {
+            file: match sync {
+                Sync::Always => Some(file.try_clone()?),
+                Sync::Never => None,
+            },
+            flusher: None,
+            unflushed: 0,
+        })
+    }
+
+    /// `n` more bytes were written; the file now holds `len`. Blocking only to start the
+    /// thread.
+    pub fn wrote(&mut self, n: u64, len: u64) {
+        self.unflushed += n;
+        if self.unflushed < FLUSH_EVERY {
+            return;
+        }
+        self.unflushed = 0;
+        if self.flusher.is_none()
+            && let Some(f) = self.file.take()
+        {
+            self.flusher = Some(Flusher::start(f, 0));
+        }
+        if let Some(f) = &self.flusher {
+            f.nudge(len);
+        }
+    }
+}
+
 /// A thread that fsyncs the file while the writer goes on, so writeback overlaps receiving.
 /// Dropping it lets the thread finish its queued fsync and exit.
 ///

@@ -19,21 +19,7 @@ use berth::oci::Digest;
 use crate::common::{DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, TestApp, blob_files, digest_of};
 
 fn upstream(name: &str, url: &str) -> Upstream {
-    Upstream {
-        name: name.into(),
-        url: url.into(),
-        registries: vec![],
-        mirror_hosts: vec![],
-        repositories: vec![],
-        username: None,
-        password_file: None,
-        password_env: None,
-        check_interval: Span::Text("5m".into()),
-        max_concurrent: 16,
-        quota: None,
-        unpulled_expiry: None,
-        keep_pulled_within: Span::Text("7d".into()),
-    }
+    Upstream::new(name, url)
 }
 
 fn app_with(upstreams: Vec<Upstream>) -> TestApp {
@@ -178,6 +164,14 @@ async fn ns_and_mirror_hosts_name_the_upstreams_repositories() {
     ))
     .await
     .assert(200);
+    // Standing for docker.io, the upstream's one-part names are under library/, as
+    // containerd and the Docker daemon name them.
+    let r = app.get("/v2/nginx/manifests/1?ns=docker.io").await;
+    r.assert(200);
+    assert_eq!(digest_of(&r.body), m);
+    let r = app.get("/v2/hub/nginx/manifests/1").await;
+    r.assert(200);
+    assert_eq!(digest_of(&r.body), m);
     // Stored under the cache's name.
     let tags = app.get("/v2/hub/library/nginx/tags/list").await.json();
     assert_eq!(tags["tags"], serde_json::json!(["1"]));

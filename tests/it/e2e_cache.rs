@@ -10,7 +10,7 @@ use std::process::Command;
 use berth::oci::Digest;
 
 use crate::common::cmd::{output, run};
-use crate::common::containers::Clients;
+use crate::common::containers::{Clients, containerd_socket};
 use crate::common::curl::curl;
 use crate::common::docker::Docker;
 use crate::common::images::{write_oci_index_layout, write_oci_layout};
@@ -174,14 +174,6 @@ fn skopeo_pulls_through_the_path_prefix_with_the_upstreams_digests() {
         &format!("docker://{ah}/lib/app:1"),
         &format!("docker://{ch}/team/app:1"),
     ]);
-}
-
-/// containerd's socket: Docker's own containerd, or a system one.
-fn containerd_socket() -> &'static str {
-    ["/var/run/docker/containerd/containerd.sock", "/run/containerd/containerd.sock"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("no containerd socket: these tests need containerd running (Docker's, or the containerd package's)")
 }
 
 #[test]

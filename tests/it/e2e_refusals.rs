@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use crate::common::cmd::{combined, output, run};
-use crate::common::containers::Clients;
+use crate::common::containers::{Clients, containerd_socket};
 use crate::common::docker::{Docker, busybox_rootfs};
 use crate::common::images::write_oci_layout;
 use crate::common::{ADMIN_PASSWORD, Server, require_tool};
@@ -142,14 +142,6 @@ fn refused_pushes_fail_at_once_with_docker() {
         assert!(text.contains("team/fresh"), "{text}");
         assert!(text.contains(user), "{text}");
     }
-}
-
-/// containerd's socket: Docker's own containerd, or a system one.
-fn containerd_socket() -> &'static str {
-    ["/var/run/docker/containerd/containerd.sock", "/run/containerd/containerd.sock"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("no containerd socket: these tests need containerd running (Docker's, or the containerd package's)")
 }
 
 #[test]

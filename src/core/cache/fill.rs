@@ -3,8 +3,9 @@
 //! goes; every client asking reads that file behind the download (woken as bytes land), so
 //! the first bytes reach them as soon as the upstream sends them. The blob enters the store
 //! only once its size and digest check out; a mismatch stores nothing and breaks off every
-//! client's transfer (each is held back its last byte until the blob verified, so no client
-//! completes a transfer of bytes berth did not store). A client that leaves does not stop the
+//! client's transfer (each is held back its last byte until the bytes verified, so no client
+//! completes a transfer of bytes that did not). As for uploads, the disk writeback runs
+//! behind the download, so the commit's fsync has little left. A client that leaves does not stop the
 //! download (up to `DETACHED_MAX`), so the next pull finds the blob; a download nobody waits
 //! for any more when its turn comes is not started.
 //!
@@ -24,6 +25,7 @@ use super::{Cache, Error, Result};
 use crate::core::{BlobRead, ByteStream, Registry};
 use crate::db::{cache, repos};
 use crate::oci::{Digest, Hasher, RepoName};
+use crate::storage::Writeback;
 use crate::upstream::UpstreamError;
 
 /// Bytes gathered before they are written (and made readable), unless the upstream pauses.
@@ -45,6 +47,9 @@ enum State {
         size: u64,
         written: u64,
     },
+    /// Every byte is in the file and checked: clients may have the last one while the blob
+    /// is committed (fsynced, recorded).
+    Verified,
     /// Verified, stored and recorded.
     Done,
     Failed(Failure),
@@ -239,7 +244,7 @@ impl Registry {
                 State::Starting => {}
                 State::Failed(f) => return Err(f.into_error(cache)),
                 State::Done => return self.open_blob(repo, digest, range, with_body).await,
-                // A range waits for the whole blob; a GET goes now.
+                // A range waits for the stored blob; a GET goes now.
                 State::Streaming { size, .. } if range.is_none() => {
                     return Ok(BlobRead {
                         size,
@@ -247,7 +252,7 @@ impl Registry {
                         body: Some(reader(fill.clone(), rx.clone(), size)),
                     });
                 }
-                State::Streaming { .. } => {}
+                State::Streaming { .. } | State::Verified => {}
             }
             if rx.changed().await.is_err() {
                 return Err(Error::Io(std::io::Error::other("a blob download vanished")));
@@ -313,10 +318,15 @@ impl Registry {
         fill.state
             .send_replace(State::Streaming { size, written: 0 });
         crate::metrics::global().cache_fills.inc();
-        if let Err(f) = write(&file, body, size, digest, fill).await {
+        let writeback = self
+            .staging
+            .writeback(&file)
+            .map_err(|e| Failure::upstream(format!("berth cannot store it: {e}")))?;
+        if let Err(f) = write(&file, writeback, body, size, digest, fill).await {
             staged.discard().await;
             return Err(f);
         }
+        fill.state.send_replace(State::Verified);
         let path = staged.path().to_path_buf();
         let (r, d) = (repo.to_string(), digest.to_string());
         let committed = self
@@ -361,12 +371,13 @@ impl Registry {
 /// Write the upstream's body into `file`, hashing it, and publish each write's end.
 async fn write(
     file: &Arc<std::fs::File>,
+    writeback: Writeback,
     mut body: impl futures_util::Stream<Item = std::io::Result<Bytes>> + Unpin,
     size: u64,
     digest: &Digest,
     fill: &Fill,
 ) -> std::result::Result<(), Failure> {
-    let mut hasher = Some(Hasher::new(digest.algorithm()));
+    let mut hasher = Some((Hasher::new(digest.algorithm()), writeback));
     let mut written = 0u64;
     let mut buf = BytesMut::new();
     let mut window = (std::time::Instant::now(), 0u64);
@@ -431,6 +442,7 @@ async fn write(
     let actual = hasher
         .take()
         .expect("the hasher is back after each write")
+        .0
         .finish();
     if &actual != digest {
         return Err(Failure::upstream(format!(
@@ -445,7 +457,7 @@ async fn flush(
     file: &Arc<std::fs::File>,
     buf: &mut BytesMut,
     written: &mut u64,
-    hasher: &mut Option<Hasher>,
+    hasher: &mut Option<(Hasher, Writeback)>,
     fill: &Fill,
 ) -> std::result::Result<(), Failure> {
     if buf.is_empty() {
@@ -453,11 +465,13 @@ async fn flush(
     }
     let data = buf.split().freeze();
     let (f, at) = (file.clone(), *written);
-    let mut h = hasher.take().expect("the hasher is back after each write");
+    let (mut h, mut wb) = hasher.take().expect("the hasher is back after each write");
     let (h, n) = tokio::task::spawn_blocking(move || {
         f.write_all_at(&data, at)?;
         h.update(&data);
-        Ok::<_, std::io::Error>((h, data.len() as u64))
+        let n = data.len() as u64;
+        wb.wrote(n, at + n);
+        Ok::<_, std::io::Error>(((h, wb), n))
     })
     .await
     .map_err(|e| Failure::upstream(e.to_string()))?
@@ -490,8 +504,8 @@ fn reader(fill: Arc<Fill>, rx: watch::Receiver<State>, size: u64) -> ByteStream 
                     // The last byte waits for the verdict: with it, an HTTP/1.1 client
                     // would have its whole body, whatever came after.
                     State::Streaming { written, .. } => written.min(size.saturating_sub(1)),
-                    State::Done if offset >= size => return None,
-                    State::Done => size,
+                    State::Verified | State::Done if offset >= size => return None,
+                    State::Verified | State::Done => size,
                     State::Failed(f) => {
                         let e = std::io::Error::other(f.to_string());
                         return Some((Err(e), (fill, rx, offset, true)));

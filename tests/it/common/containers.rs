@@ -94,3 +94,11 @@ impl Clients {
             .unwrap_or_default()
     }
 }
+
+/// containerd's socket: Docker's own containerd, or a system one.
+pub fn containerd_socket() -> &'static str {
+    ["/var/run/docker/containerd/containerd.sock", "/run/containerd/containerd.sock"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("no containerd socket: these tests need containerd running (Docker's, or the containerd package's)")
+}
