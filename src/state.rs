@@ -47,6 +47,19 @@ impl AppState {
             .sweep_fills()
             .context("cannot remove the cache downloads a stopped server left")?;
         let caches = caches(&config, max_upload)?;
+        for u in &config.upstreams {
+            let prefix = format!("{}/", u.name);
+            let pushed = db
+                .read_blocking(|c| crate::db::cache::pushed_under(c, &prefix))
+                .context("cannot read the database")?;
+            if let Some(repo) = pushed {
+                anyhow::bail!(
+                    "upstream {:?}: the repository {repo} holds pushed images, and everything under {prefix} would become the read-only cache of {}; give the upstream another name",
+                    u.name,
+                    u.base_url()
+                );
+            }
+        }
         let auth =
             Auth::open(db.clone(), clock.clone()).context("cannot load the token signing key")?;
         let proxies = config.proxies().map_err(|e| anyhow::anyhow!(e))?;

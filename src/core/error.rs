@@ -64,6 +64,9 @@ pub enum Error {
     /// registry no upstream serves.
     #[error("{0}")]
     NotCached(String),
+    /// A blob the cache will not fetch (too big, no room on the disk).
+    #[error("{0}")]
+    CacheRefused(String),
     /// The upstream failed, and berth holds no copy to serve instead.
     #[error("upstream {upstream}: {why}")]
     Upstream {

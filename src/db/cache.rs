@@ -112,6 +112,17 @@ pub fn arrived(c: &Connection, repo_id: i64, digest: &str, now: i64) -> Result<(
     Ok(())
 }
 
+/// A repository under `prefix` that holds a manifest no upstream sent (pushed or imported
+/// before the prefix became a cache's), if any.
+pub fn pushed_under(c: &Connection, prefix: &str) -> Result<Option<String>> {
+    Ok(c.prepare_cached(
+        "SELECT r.name FROM manifests m JOIN repositories r ON r.id = m.repository_id
+         WHERE substr(r.name, 1, length(?1)) = ?1 AND m.upstream IS NULL LIMIT 1",
+    )?
+    .query_row(params![prefix], |r| r.get(0))
+    .optional()?)
+}
+
 /// Whether a repository whose name starts with `prefix` links `digest`.
 pub fn held_by(c: &Connection, prefix: &str, digest: &str) -> Result<bool> {
     Ok(c.prepare_cached(
@@ -148,21 +159,29 @@ pub struct Cached {
     pub blobs: Vec<(String, u64)>,
 }
 
-/// Every manifest of the repositories under `prefix` (`hub/`), least recently used first,
-/// and which of their blobs a manifest elsewhere references too.
+/// Every manifest fetched from `upstream`, least recently used first, and which of their
+/// blobs a manifest elsewhere references too.
 pub fn cached(
     c: &Connection,
-    prefix: &str,
+    upstream: &str,
 ) -> Result<(Vec<Cached>, std::collections::HashSet<String>)> {
+    let prefix = format!("{upstream}/");
     let mut out = Vec::new();
     let mut index = std::collections::HashMap::new();
+    // A platform manifest is in use as long as an index listing it is: clients whose image
+    // is up to date pull the index only.
     let mut st = c.prepare_cached(
-        "SELECT m.id, r.name, m.digest, max(m.pushed_at, coalesce(m.last_pulled_at, 0))
+        "SELECT m.id, r.name, m.digest,
+                max(m.pushed_at, coalesce(m.last_pulled_at, 0),
+                    coalesce((SELECT max(max(p.pushed_at, coalesce(p.last_pulled_at, 0)))
+                              FROM manifest_children mc JOIN manifests p ON p.id = mc.manifest_id
+                              WHERE mc.child_digest = m.digest
+                                AND p.repository_id = m.repository_id), 0)) AS used
          FROM manifests m JOIN repositories r ON r.id = m.repository_id
-         WHERE substr(r.name, 1, length(?1)) = ?1
-         ORDER BY 4, m.id",
+         WHERE substr(r.name, 1, length(?1)) = ?1 AND m.upstream = ?2
+         ORDER BY used, m.id",
     )?;
-    let mut rows = st.query(params![prefix])?;
+    let mut rows = st.query(params![prefix, upstream])?;
     while let Some(r) = rows.next()? {
         index.insert(r.get::<_, i64>(0)?, out.len());
         out.push(Cached {
@@ -177,9 +196,9 @@ pub fn cached(
          JOIN blobs b ON b.digest = mb.digest
          JOIN manifests m ON m.id = mb.manifest_id
          JOIN repositories r ON r.id = m.repository_id
-         WHERE substr(r.name, 1, length(?1)) = ?1",
+         WHERE substr(r.name, 1, length(?1)) = ?1 AND m.upstream = ?2",
     )?;
-    let mut rows = st.query(params![prefix])?;
+    let mut rows = st.query(params![prefix, upstream])?;
     while let Some(r) = rows.next()? {
         if let Some(&i) = index.get(&r.get::<_, i64>(0)?) {
             out[i].blobs.push((r.get(1)?, r.get::<_, i64>(2)? as u64));
@@ -189,15 +208,15 @@ pub fn cached(
         "SELECT DISTINCT mb.digest FROM manifest_blobs mb
          JOIN manifests m ON m.id = mb.manifest_id
          JOIN repositories r ON r.id = m.repository_id
-         WHERE substr(r.name, 1, length(?1)) <> ?1
+         WHERE (substr(r.name, 1, length(?1)) <> ?1 OR m.upstream IS NOT ?2)
            AND mb.digest IN (
                SELECT mb2.digest FROM manifest_blobs mb2
                JOIN manifests m2 ON m2.id = mb2.manifest_id
                JOIN repositories r2 ON r2.id = m2.repository_id
-               WHERE substr(r2.name, 1, length(?1)) = ?1)",
+               WHERE substr(r2.name, 1, length(?1)) = ?1 AND m2.upstream = ?2)",
     )?;
     let shared = st
-        .query_map(params![prefix], |r| r.get::<_, String>(0))?
+        .query_map(params![prefix, upstream], |r| r.get::<_, String>(0))?
         .collect::<rusqlite::Result<_>>()?;
     Ok((out, shared))
 }

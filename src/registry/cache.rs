@@ -75,8 +75,10 @@ pub fn mirrored_scopes<B>(
     scopes
         .into_iter()
         .map(|(name, actions)| {
+            // A scope echoed from berth's own challenge names the cache already.
             let moved = crate::oci::RepoName::parse(&name)
                 .ok()
+                .filter(|r| caches.of(r).is_none_or(|c| c.name() != cache.name()))
                 .and_then(|r| cache.local(&r).ok());
             (moved.map_or(name, |m| m.to_string()), actions)
         })

@@ -140,6 +140,7 @@ fn core_response(e: Error) -> Response {
         Error::OutOfSpace { .. } => (S::FORBIDDEN, "DENIED"),
         Error::ReadOnlyCache { .. } => (S::FORBIDDEN, "DENIED"),
         Error::NotCached(_) => (S::NOT_FOUND, "NAME_UNKNOWN"),
+        Error::CacheRefused(_) => (S::FORBIDDEN, "DENIED"),
         // The upstream's trouble, not the client's, and not berth's: distribution's code
         // for a service that cannot answer now.
         Error::Upstream { .. } => (S::SERVICE_UNAVAILABLE, "UNAVAILABLE"),

@@ -951,3 +951,68 @@ async fn a_docker_daemon_mirror_gets_tokens_for_the_cache() {
     .await
     .assert(401);
 }
+
+#[tokio::test]
+async fn an_image_in_use_through_its_index_is_not_evicted() {
+    const DAY: i64 = 86_400;
+    let fake = FakeUpstream::start().await;
+    let (amd, _, amd_layers) = fake.add_image(
+        "lib/multi",
+        "amd",
+        OCI_MANIFEST,
+        &[Blob::Bytes(bytes(1000, 31))],
+    );
+    let size = fake.content.lock().unwrap().manifests[&amd.to_string()]
+        .1
+        .len();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": amd.to_string(), "size": size,
+                       "platform": {"architecture": "amd64", "os": "linux"}}],
+    });
+    fake.add_manifest(
+        "lib/multi",
+        Some("1"),
+        OCI_INDEX,
+        &serde_json::to_vec(&index).unwrap(),
+    );
+    let mut up = upstream("up", &fake.url());
+    up.quota = Some(berth::config::Size::Bytes(0));
+    let app = app_with(vec![up]);
+    app.get("/v2/up/lib/multi/manifests/1").await.assert(200);
+    app.get(&format!("/v2/up/lib/multi/manifests/{amd}"))
+        .await
+        .assert(200);
+    app.get(&format!("/v2/up/lib/multi/blobs/{}", amd_layers[0]))
+        .await
+        .assert(200);
+    // Weeks later a node whose image is up to date pulls the index only.
+    app.clock.advance(20 * DAY);
+    app.get("/v2/up/lib/multi/manifests/1").await.assert(200);
+    app.clock.advance(DAY);
+    let report = app
+        .state
+        .registry
+        .collect_garbage(berth::core::gc::Trigger::Cli, false)
+        .await
+        .unwrap();
+    assert!(report.evicted.is_empty(), "{:?}", report.evicted);
+}
+
+#[tokio::test]
+async fn an_upstream_may_not_take_the_name_of_pushed_repositories() {
+    let app = TestApp::new();
+    app.push_image("team/app", "1", OCI_MANIFEST, 1).await;
+    let config = berth::config::Config {
+        data_dir: app.dir.path().to_path_buf(),
+        upstreams: vec![upstream("team", "https://registry.example")],
+        ..berth::config::Config::default()
+    };
+    let clock = berth::clock::ManualClock::at(1_700_000_000);
+    let e = berth::AppState::open(config, Arc::new(clock))
+        .err()
+        .expect("refused");
+    let text = format!("{e:#}");
+    assert!(text.contains("team/app holds pushed images"), "{text}");
+}

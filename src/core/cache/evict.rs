@@ -87,10 +87,10 @@ impl Registry {
             if limits.quota.is_none() && limits.unpulled_expiry.is_none() {
                 continue;
             }
-            let prefix = format!("{}/", c.name());
+            let name = c.name().to_string();
             let (cached, shared) = self
                 .db
-                .read(move |conn| cache::cached(conn, &prefix).map_err(Error::from))
+                .read(move |conn| cache::cached(conn, &name).map_err(Error::from))
                 .await?;
             let decided = decide(&cached, &shared, self.now(), limits);
             if decided.over_quota {

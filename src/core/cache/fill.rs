@@ -59,6 +59,9 @@ enum State {
 enum Failure {
     #[error("the upstream has no such blob")]
     NotFound,
+    /// berth will not take it (too big, no room): retrying does not help.
+    #[error("{0}")]
+    Refused(String),
     #[error("{why}")]
     Upstream {
         why: String,
@@ -77,6 +80,7 @@ impl Failure {
     fn into_error(self, cache: &Cache) -> Error {
         match self {
             Failure::NotFound => Error::BlobUnknown,
+            Failure::Refused(why) => Error::CacheRefused(why),
             Failure::Upstream { why, retry_after } => Error::Upstream {
                 upstream: cache.name().to_string(),
                 why,
@@ -115,20 +119,33 @@ pub struct Fills {
 }
 
 impl Fills {
-    /// The download of `key`, and whether the caller must start it.
-    fn join(&self, key: &str) -> (Arc<Fill>, bool) {
+    /// The download of `key`, a view of its state (taken under the map's lock, so a
+    /// download that finds no one watching and ends cannot race a client joining), and
+    /// whether the caller must start it.
+    fn join(&self, key: &str) -> (Arc<Fill>, watch::Receiver<State>, bool) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         match map.get(key) {
-            Some(f) => (f.clone(), false),
+            Some(f) => (f.clone(), f.state.subscribe(), false),
             None => {
                 let f = Arc::new(Fill {
                     state: watch::Sender::new(State::Starting),
                     file: OnceLock::new(),
                 });
                 map.insert(key.to_string(), f.clone());
-                (f, true)
+                let rx = f.state.subscribe();
+                (f, rx, true)
             }
         }
+    }
+
+    /// Take `key` out of the map if nobody watches `fill` any more: whether it did.
+    fn abandon_if_unwatched(&self, key: &str, fill: &Fill) -> bool {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if fill.state.receiver_count() > 0 {
+            return false;
+        }
+        map.remove(key);
+        true
     }
 
     /// Downloads in progress.
@@ -158,12 +175,18 @@ impl Drop for Ending<'_> {
             Some(Err(f)) => State::Failed(f),
             None => State::Failed(Failure::upstream("the download stopped")),
         };
+        // Out of the map first: a client joining from now on starts afresh rather than
+        // finding an ending it did not ask for.
+        {
+            let mut map = self.fills.map.lock().unwrap_or_else(|p| p.into_inner());
+            if map
+                .get(&self.key)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.fill))
+            {
+                map.remove(&self.key);
+            }
+        }
         self.fill.state.send_replace(state);
-        self.fills
-            .map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
         self.fills
             .reserved
             .fetch_sub(self.reserved, std::sync::atomic::Ordering::Relaxed);
@@ -208,8 +231,7 @@ impl Registry {
             };
         }
         let key = format!("{repo}@{digest}");
-        let (fill, leader) = self.fills.join(&key);
-        let mut rx = fill.state.subscribe();
+        let (fill, mut rx, leader) = self.fills.join(&key);
         if leader {
             let (reg, cache, fill, d) = (self.clone(), cache.clone(), fill.clone(), digest.clone());
             let repo = repo.clone();
@@ -224,10 +246,8 @@ impl Registry {
                 let outcome = reg
                     .download(
                         &cache,
-                        &repo,
-                        &upstream_repo,
-                        &d,
-                        &fill,
+                        (&repo, &upstream_repo, &d),
+                        (&ending.key, &fill),
                         &mut ending.reserved,
                     )
                     .await;
@@ -285,14 +305,12 @@ impl Registry {
     async fn download(
         &self,
         cache: &Cache,
-        repo: &RepoName,
-        upstream_repo: &RepoName,
-        digest: &Digest,
-        fill: &Fill,
+        (repo, upstream_repo, digest): (&RepoName, &RepoName, &Digest),
+        (key, fill): (&str, &Fill),
         reserved: &mut u64,
     ) -> std::result::Result<(), Failure> {
         let _slot = cache.slots.acquire().await;
-        if fill.state.receiver_count() == 0 {
+        if self.fills.abandon_if_unwatched(key, fill) {
             return Err(Failure::upstream(
                 "every client left before the download began",
             ));
@@ -303,7 +321,7 @@ impl Registry {
         if let Some(max) = cache.settings.max_blob
             && size > max
         {
-            return Err(Failure::upstream(format!(
+            return Err(Failure::Refused(format!(
                 "the blob has {size} bytes, more than the {max} berth takes (limits.max_upload_size)"
             )));
         }
@@ -318,10 +336,13 @@ impl Registry {
         fill.state
             .send_replace(State::Streaming { size, written: 0 });
         crate::metrics::global().cache_fills.inc();
-        let writeback = self
-            .staging
-            .writeback(&file)
-            .map_err(|e| Failure::upstream(format!("berth cannot store it: {e}")))?;
+        let writeback = match self.staging.writeback(&file) {
+            Ok(w) => w,
+            Err(e) => {
+                staged.discard().await;
+                return Err(Failure::upstream(format!("berth cannot store it: {e}")));
+            }
+        };
         if let Err(f) = write(&file, writeback, body, size, digest, fill).await {
             staged.discard().await;
             return Err(f);
@@ -360,7 +381,7 @@ impl Registry {
         *reserved = size;
         let floor = self.uploads.min_free_space;
         if free < floor.saturating_add(before).saturating_add(size) {
-            return Err(Failure::upstream(format!(
+            return Err(Failure::Refused(format!(
                 "berth has no room for it: {free} bytes free, {before} promised to downloads in progress, and {floor} kept free (limits.min_free_space)"
             )));
         }

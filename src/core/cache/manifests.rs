@@ -57,7 +57,7 @@ impl Registry {
             }
             Ok(d) => {
                 self.follow_tag(cache, repo, &upstream_repo, tag.as_str(), &d)
-                    .await
+                    .await?
             }
             Err(UpstreamError::NotFound(_)) => return Err(Error::ManifestUnknown),
             Err(e) => Err(e),
@@ -83,7 +83,8 @@ impl Registry {
     }
 
     /// Point the cached `tag` at the manifest the upstream now names, fetching it unless
-    /// the repository holds it.
+    /// the repository holds it. The inner error is the upstream's (a stale copy may be
+    /// served); the outer one berth's.
     async fn follow_tag(
         &self,
         cache: &Cache,
@@ -91,25 +92,26 @@ impl Registry {
         upstream_repo: &RepoName,
         tag: &str,
         described: &Described,
-    ) -> std::result::Result<(), UpstreamError> {
-        let stored =
-            |e: Error| UpstreamError::Unavailable(format!("berth could not store it: {e}"));
+    ) -> Result<std::result::Result<(), UpstreamError>> {
         let by_digest = Reference::Digest(described.digest.clone());
-        let known = self
-            .read_cached(repo, &by_digest, false)
-            .await
-            .map_err(stored)?
-            .is_some();
-        if known {
-            return self
-                .retag_cached(repo, tag, &described.digest)
-                .await
-                .map_err(stored);
+        if self.read_cached(repo, &by_digest, false).await?.is_some() {
+            self.retag_cached(repo, tag, &described.digest).await?;
+            return Ok(Ok(()));
         }
-        let (described, body) = cache.fetch(upstream_repo, &by_digest).await?;
-        self.store_cached(cache.name(), repo, Some(tag), &described, body)
+        let (described, body) = match cache.fetch(upstream_repo, &by_digest).await {
+            Ok(fetched) => fetched,
+            Err(e) => return Ok(Err(e)),
+        };
+        match self
+            .store_cached(cache.name(), repo, Some(tag), &described, body)
             .await
-            .map_err(stored)
+        {
+            Ok(()) => Ok(Ok(())),
+            // A manifest berth cannot store is the upstream's fault; berth's own failures
+            // are its own.
+            Err(Error::Upstream { why, .. }) => Ok(Err(UpstreamError::Invalid(why))),
+            Err(e) => Err(e),
+        }
     }
 
     /// The stored manifest of a tag (with when the upstream confirmed it) or a digest.
@@ -188,9 +190,11 @@ impl Registry {
         body: bytes::Bytes,
     ) -> Result<()> {
         if body.len() > manifest::MAX_MANIFEST_BYTES {
-            return Err(Error::ManifestInvalid(
-                "the upstream's manifest is too big".into(),
-            ));
+            return Err(Error::Upstream {
+                upstream: upstream.to_string(),
+                why: "sent a manifest larger than berth takes".into(),
+                retry_after: None,
+            });
         }
         let media_type = described.media_type.clone();
         let (parsed, body) = tokio::task::spawn_blocking(move || {
