@@ -14,6 +14,7 @@ use tower::ServiceExt;
 
 use crate::common::browser::Browser;
 use crate::common::fake_upstream::{Blob, FakeUpstream, Mode};
+use berth::clock::Clock as _;
 use berth::oci::Digest;
 
 use crate::common::{DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, TestApp, blob_files, digest_of};
@@ -1015,4 +1016,72 @@ async fn an_upstream_may_not_take_the_name_of_pushed_repositories() {
         .expect("refused");
     let text = format!("{e:#}");
     assert!(text.contains("team/app holds pushed images"), "{text}");
+}
+
+#[tokio::test]
+async fn downloads_per_upstream_are_bounded() {
+    let fake = FakeUpstream::start().await;
+    let layers: Vec<Blob> = (0..4)
+        .map(|i| Blob::Bytes(bytes(256 * 1024, 40 + i)))
+        .collect();
+    let (_, _, layer_ds) = fake.add_image("lib/app", "1", OCI_MANIFEST, &layers);
+    fake.set_mode(Mode {
+        rate: Some(1 << 20),
+        ..Mode::default()
+    });
+    let mut up = upstream("up", &fake.url());
+    up.max_concurrent = 2;
+    let app = Arc::new(app_with(vec![up]));
+    app.get("/v2/up/lib/app/manifests/1").await.assert(200);
+    let pulls: Vec<_> = layer_ds
+        .iter()
+        .map(|d| {
+            let (app, d) = (app.clone(), d.clone());
+            tokio::spawn(async move {
+                let r = app.get(&format!("/v2/up/lib/app/blobs/{d}")).await;
+                r.assert(200);
+                assert_eq!(digest_of(&r.body), d);
+            })
+        })
+        .collect();
+    for p in pulls {
+        p.await.unwrap();
+    }
+    let most = fake.most_sending.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        most, 2,
+        "at most max_concurrent downloads at once, and they overlap"
+    );
+}
+
+#[tokio::test]
+async fn an_operator_may_open_a_cache_to_anonymous_pulls() {
+    let fake = FakeUpstream::start().await;
+    let (m, _, layers) =
+        fake.add_image("lib/app", "1", OCI_MANIFEST, &[Blob::Bytes(bytes(500, 50))]);
+    let mut app = app_with(vec![
+        upstream("open", &fake.url()),
+        upstream("closed", &fake.url()),
+    ]);
+    berth::auth::accounts::set_anonymous(
+        app.state.auth.db(),
+        app.clock.now(),
+        &berth::auth::accounts::CLI,
+        "open/**",
+        true,
+    )
+    .unwrap();
+    app.auth_header = None;
+    let r = app.get("/v2/open/lib/app/manifests/1").await;
+    r.assert(200);
+    assert_eq!(digest_of(&r.body), m);
+    app.get(&format!("/v2/open/lib/app/blobs/{}", layers[0]))
+        .await
+        .assert(200);
+    app.get("/v2/closed/lib/app/manifests/1").await.assert(401);
+    assert_eq!(
+        fake.count("HEAD manifest lib/app:1"),
+        1,
+        "only the open cache asked"
+    );
 }

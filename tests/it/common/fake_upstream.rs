@@ -67,6 +67,9 @@ pub struct FakeUpstream {
     pub tokens: AtomicU64,
     /// Requests on the CDN host that carried `Authorization`.
     pub cdn_with_auth: AtomicU64,
+    /// Blob bodies being sent now, and the most at once.
+    sending: AtomicU64,
+    pub most_sending: AtomicU64,
 }
 
 impl FakeUpstream {
@@ -81,6 +84,8 @@ impl FakeUpstream {
             counts: Mutex::default(),
             tokens: AtomicU64::new(0),
             cdn_with_auth: AtomicU64::new(0),
+            sending: AtomicU64::new(0),
+            most_sending: AtomicU64::new(0),
         });
         let app = Router::new()
             .route("/token", get(token))
@@ -329,9 +334,13 @@ async fn cdn(
     let mode = f.mode.lock().unwrap().clone();
     let size = blob.size();
     const PIECE: u64 = 64 * 1024;
+    let now = f.sending.fetch_add(1, Ordering::SeqCst) + 1;
+    f.most_sending.fetch_max(now, Ordering::SeqCst);
+    let sending = Sending(f.clone());
     let stream = futures_util::stream::unfold(0u64, move |at| {
         let blob = blob.clone();
         let mode = mode.clone();
+        let _sending = &sending;
         async move {
             if at >= size {
                 return None;
@@ -363,4 +372,13 @@ async fn cdn(
         .header("content-length", size)
         .body(Body::from_stream(stream))
         .unwrap()
+}
+
+/// Counts a blob body as being sent until the stream is dropped.
+struct Sending(Arc<FakeUpstream>);
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.0.sending.fetch_sub(1, Ordering::SeqCst);
+    }
 }
