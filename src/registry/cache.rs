@@ -60,6 +60,16 @@ fn request_host<B>(req: &axum::http::Request<B>) -> &str {
         .unwrap_or_default()
 }
 
+/// The base URL a client of a mirror host name sees (`https://hub-mirror.example.com`), for
+/// the token realm of its challenges: even with `external_url` set, the Docker daemon must ask
+/// for its token under the mirror's name, where its scopes are moved into the cache.
+pub fn mirror_base<B>(reg: &Registry, req: &axum::http::Request<B>, base: &str) -> Option<String> {
+    let host = request_host(req);
+    reg.caches().by_host(host_only(host))?;
+    let scheme = base.split_once("://").map_or("https", |(s, _)| s);
+    Some(format!("{scheme}://{host}"))
+}
+
 /// Token scopes asked for on a mirror host name, moved into its cache as `addressed` moves
 /// the requests (the Docker daemon asks for `library/nginx`, and pulls it there).
 pub fn mirrored_scopes<B>(

@@ -58,7 +58,10 @@ pub struct Caller {
 
 /// Authenticate, check access for the route, then run the handler.
 async fn guarded(app: &AppState, route: Route, req: Request) -> ApiResult {
-    let origin = app.origin(&req);
+    let mut origin = app.origin(&req);
+    if let Some(base) = cache::mirror_base(&app.registry, &req, &origin.base) {
+        origin.base = base;
+    }
     let creds =
         auth::credentials(req.headers()).map_err(|why| auth::challenge(&origin.base, None, why))?;
     let need = auth::need(&route, req.method());

@@ -899,6 +899,42 @@ async fn the_upstreams_rate_limit_shows_in_metrics() {
 }
 
 #[tokio::test]
+async fn a_mirror_hosts_challenge_names_its_own_token_endpoint() {
+    let fake = FakeUpstream::start().await;
+    let mut hub = upstream("hub", &fake.url());
+    hub.mirror_hosts = vec!["mirror.test".into()];
+    let mut app = TestApp::with_config(|c| {
+        c.upstreams = vec![hub];
+        c.external_url = Some("https://registry.example.com".into());
+    });
+    app.auth_header = None;
+    let r = app
+        .call(
+            "GET",
+            "/v2/library/nginx/manifests/1",
+            &[("host", "mirror.test")],
+            Body::empty(),
+        )
+        .await;
+    r.assert(401);
+    let challenge = r.header("www-authenticate").unwrap();
+    assert!(
+        challenge.starts_with("Bearer realm=\"https://mirror.test/token\""),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains("repository:hub/library/nginx:pull"),
+        "{challenge}"
+    );
+    let r = app.get("/v2/team/app/manifests/1").await;
+    let challenge = r.header("www-authenticate").unwrap();
+    assert!(
+        challenge.starts_with("Bearer realm=\"https://registry.example.com/token\""),
+        "{challenge}"
+    );
+}
+
+#[tokio::test]
 async fn a_docker_daemon_mirror_gets_tokens_for_the_cache() {
     let fake = FakeUpstream::start().await;
     let (m, _, _) = fake.add_image("library/nginx", "1", OCI_MANIFEST, &[]);
