@@ -45,6 +45,64 @@ fn check_manifest(
     Ok((parsed, digest, body))
 }
 
+/// A checked manifest as it is stored (owned, to move into a write): its bytes and what its
+/// rows record beside them.
+pub(super) struct Record {
+    digest: String,
+    media_type: String,
+    artifact_type: Option<String>,
+    subject: Option<String>,
+    annotations: Option<String>,
+    blobs: Vec<String>,
+    children: Vec<String>,
+    content: Bytes,
+}
+
+impl Record {
+    pub(super) fn new(
+        parsed: &manifest::ParsedManifest,
+        digest: &Digest,
+        content: Bytes,
+    ) -> Record {
+        let strings = |ds: &[Digest]| ds.iter().map(ToString::to_string).collect();
+        Record {
+            digest: digest.to_string(),
+            media_type: parsed.media_type.clone(),
+            artifact_type: parsed.artifact_type.clone(),
+            subject: parsed.subject.as_ref().map(ToString::to_string),
+            annotations: parsed
+                .annotations
+                .as_ref()
+                .map(|a| serde_json::to_string(a).unwrap_or_default()),
+            blobs: strings(&parsed.blobs),
+            children: strings(&parsed.children),
+            content,
+        }
+    }
+
+    /// The row of repository `repo_id`, stored `now` by `pushed_by`.
+    pub(super) fn row<'a>(
+        &'a self,
+        repo_id: i64,
+        now: i64,
+        pushed_by: Option<&'a str>,
+    ) -> manifests::NewManifest<'a> {
+        manifests::NewManifest {
+            repo_id,
+            digest: &self.digest,
+            media_type: &self.media_type,
+            artifact_type: self.artifact_type.as_deref(),
+            subject: self.subject.as_deref(),
+            annotations: self.annotations.as_deref(),
+            content: &self.content,
+            blobs: &self.blobs,
+            children: &self.children,
+            now,
+            pushed_by,
+        }
+    }
+}
+
 /// What a successful push reports.
 pub struct Pushed {
     pub digest: Digest,
@@ -79,48 +137,24 @@ impl Registry {
         })
         .await
         .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))??;
-        let annotations = parsed
-            .annotations
-            .as_ref()
-            .map(|a| serde_json::to_string(a).unwrap_or_default());
         let (r, now) = (repo.to_string(), self.now());
         let tag = match reference {
             Reference::Tag(t) => Some(t.to_string()),
             Reference::Digest(_) => None,
         };
-        let d = digest.to_string();
-        let blob_refs: Vec<String> = parsed.blobs.iter().map(ToString::to_string).collect();
-        let child_refs: Vec<String> = parsed.children.iter().map(ToString::to_string).collect();
         let subject = parsed.subject.clone();
-        let subject_s = subject.as_ref().map(ToString::to_string);
-        let media_type = parsed.media_type.clone();
-        let artifact_type = parsed.artifact_type.clone();
+        let record = Record::new(&parsed, &digest, body);
         let pusher = pusher.map(str::to_string);
         self.db
             .write(move |tx| {
                 let repo_id = repos::ensure(tx, &r, now)?;
-                if let Some(m) = blobs::first_missing(tx, repo_id, &blob_refs)? {
+                if let Some(m) = blobs::first_missing(tx, repo_id, &record.blobs)? {
                     return Err(Error::ManifestBlobUnknown(format!("blob {m}")));
                 }
-                if let Some(m) = manifests::first_missing(tx, repo_id, &child_refs)? {
+                if let Some(m) = manifests::first_missing(tx, repo_id, &record.children)? {
                     return Err(Error::ManifestBlobUnknown(format!("manifest {m}")));
                 }
-                let id = manifests::insert(
-                    tx,
-                    &manifests::NewManifest {
-                        repo_id,
-                        digest: &d,
-                        media_type: &media_type,
-                        artifact_type: artifact_type.as_deref(),
-                        subject: subject_s.as_deref(),
-                        annotations: annotations.as_deref(),
-                        content: &body,
-                        blobs: &blob_refs,
-                        children: &child_refs,
-                        now,
-                        pushed_by: pusher.as_deref(),
-                    },
-                )?;
+                let id = manifests::insert(tx, &record.row(repo_id, now, pusher.as_deref()))?;
                 if let Some(t) = &tag {
                     tags::set_at(tx, repo_id, t, id, now, now, pusher.as_deref())?;
                 }
@@ -172,7 +206,7 @@ impl Registry {
 
     /// The stored manifest, if any, and with `with_epoch` the auth epoch, read after it in
     /// the same trip.
-    async fn read_manifest(
+    pub(super) async fn read_manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,

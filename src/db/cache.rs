@@ -2,41 +2,9 @@
 //! (`cache_pending`), and when the upstream last confirmed a cached tag (`tags.checked_at`).
 
 use super::Result;
-use super::manifests::{self, NewManifest, Stored};
+use super::manifests::{self, NewManifest};
 use super::{blobs, tags};
 use rusqlite::{Connection, OptionalExtension, params};
-
-/// A cached tag's manifest, and when the upstream last confirmed it.
-pub fn tag(
-    c: &Connection,
-    repo: &str,
-    tag: &str,
-    with_content: bool,
-) -> Result<Option<(Stored, Option<i64>)>> {
-    let sql = if with_content {
-        "SELECT m.id, m.digest, m.media_type, m.size, m.content, t.checked_at FROM tags t
-         JOIN repositories r ON r.id = t.repository_id JOIN manifests m ON m.id = t.manifest_id
-         WHERE r.name = ?1 AND t.name = ?2"
-    } else {
-        "SELECT m.id, m.digest, m.media_type, m.size, X'', t.checked_at FROM tags t
-         JOIN repositories r ON r.id = t.repository_id JOIN manifests m ON m.id = t.manifest_id
-         WHERE r.name = ?1 AND t.name = ?2"
-    };
-    Ok(c.prepare_cached(sql)?
-        .query_row(params![repo, tag], |r| {
-            Ok((
-                Stored {
-                    id: r.get(0)?,
-                    digest: r.get(1)?,
-                    media_type: r.get(2)?,
-                    size: r.get::<_, i64>(3)? as u64,
-                    content: r.get(4)?,
-                },
-                r.get(5)?,
-            ))
-        })
-        .optional()?)
-}
 
 /// Store a manifest fetched from the upstream named `upstream` (a no-op when the repository
 /// has it), and point `tag` at it, confirmed `now`. References to blobs this cache holds become

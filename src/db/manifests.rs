@@ -28,6 +28,9 @@ pub struct Stored {
     pub size: u64,
     /// Empty when only the head was asked for.
     pub content: Vec<u8>,
+    /// Read by tag: when the upstream last confirmed the tag (a pull-through cache's), if
+    /// ever.
+    pub checked_at: Option<i64>,
 }
 
 /// Store a manifest with its references; returns its id. Storing the same digest again in
@@ -86,6 +89,7 @@ fn stored(r: &Row<'_>) -> rusqlite::Result<Stored> {
         media_type: r.get(2)?,
         size: r.get::<_, i64>(3)? as u64,
         content: r.get(4)?,
+        checked_at: r.get(5)?,
     })
 }
 
@@ -97,10 +101,10 @@ pub fn by_digest(
     with_content: bool,
 ) -> Result<Option<Stored>> {
     let sql = if with_content {
-        "SELECT m.id, m.digest, m.media_type, m.size, m.content FROM manifests m
+        "SELECT m.id, m.digest, m.media_type, m.size, m.content, NULL FROM manifests m
          JOIN repositories r ON r.id = m.repository_id WHERE r.name = ?1 AND m.digest = ?2"
     } else {
-        "SELECT m.id, m.digest, m.media_type, m.size, X'' FROM manifests m
+        "SELECT m.id, m.digest, m.media_type, m.size, X'', NULL FROM manifests m
          JOIN repositories r ON r.id = m.repository_id WHERE r.name = ?1 AND m.digest = ?2"
     };
     Ok(c.prepare_cached(sql)?
@@ -111,11 +115,11 @@ pub fn by_digest(
 /// The manifest a tag points at.
 pub fn by_tag(c: &Connection, repo: &str, tag: &str, with_content: bool) -> Result<Option<Stored>> {
     let sql = if with_content {
-        "SELECT m.id, m.digest, m.media_type, m.size, m.content FROM tags t
+        "SELECT m.id, m.digest, m.media_type, m.size, m.content, t.checked_at FROM tags t
          JOIN repositories r ON r.id = t.repository_id JOIN manifests m ON m.id = t.manifest_id
          WHERE r.name = ?1 AND t.name = ?2"
     } else {
-        "SELECT m.id, m.digest, m.media_type, m.size, X'' FROM tags t
+        "SELECT m.id, m.digest, m.media_type, m.size, X'', t.checked_at FROM tags t
          JOIN repositories r ON r.id = t.repository_id JOIN manifests m ON m.id = t.manifest_id
          WHERE r.name = ?1 AND t.name = ?2"
     };

@@ -15,35 +15,25 @@ use crate::http::origin::Origin;
 use crate::oci::manifest::MAX_MANIFEST_BYTES;
 use crate::oci::{Reference, RepoName};
 
-/// GET|HEAD /v2/<name>/manifests/<reference>: the exact stored bytes and media type.
+/// GET|HEAD /v2/<name>/manifests/<reference>: the exact stored bytes and media type. In a
+/// repository of the pull-through cache the tag may be checked upstream and what is missing
+/// fetched; served stale, a `Warning` says so.
 pub async fn get(
     reg: &Registry,
+    cache: Option<&Arc<Cache>>,
     repo: &RepoName,
     reference: &Reference,
     head: bool,
     puller: &str,
 ) -> ApiResult {
-    Ok(respond(
-        reg.get_manifest(repo, reference, !head, puller).await?,
-        head,
-    ))
-}
-
-/// `get` of a repository of the pull-through cache: the tag may be checked upstream, what is
-/// missing fetched; served stale, a `Warning` says so.
-pub async fn get_cached(
-    reg: &Registry,
-    cache: &Arc<Cache>,
-    repo: &RepoName,
-    reference: &Reference,
-    head: bool,
-    puller: &str,
-) -> ApiResult {
-    Ok(respond(
-        reg.cached_manifest(cache, repo, reference, !head, puller)
-            .await?,
-        head,
-    ))
+    let read = match cache {
+        Some(c) => {
+            reg.cached_manifest(c, repo, reference, !head, puller)
+                .await?
+        }
+        None => reg.get_manifest(repo, reference, !head, puller).await?,
+    };
+    Ok(respond(read, head))
 }
 
 /// `get` under access decided at auth epoch `epoch` (see `auth::Deferred`); `None` if the

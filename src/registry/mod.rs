@@ -136,10 +136,7 @@ async fn handle(app: &AppState, caller: &Caller, route: Route, req: Request) -> 
         }
         (Route::Manifest(repo, r), Method::GET | Method::HEAD) => {
             let puller = caller.subject.name.as_deref().unwrap_or("anonymous");
-            match reg.caches().of(&repo) {
-                Some(c) => manifests::get_cached(reg, c, &repo, &r, head, puller).await,
-                None => manifests::get(reg, &repo, &r, head, puller).await,
-            }
+            manifests::get(reg, reg.caches().of(&repo), &repo, &r, head, puller).await
         }
         (Route::Manifest(repo, r), Method::PUT) => {
             let pusher = caller.subject.name.as_deref();

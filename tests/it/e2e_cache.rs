@@ -151,29 +151,21 @@ fn skopeo_pulls_through_the_path_prefix_with_the_upstreams_digests() {
         raw_digest(&clients, &format!("docker://{bh}/lib/app:1"))
     );
     // A push into the cache is refused with the reason; elsewhere it works.
-    let text = clients.skopeo_fails(&[
-        "copy",
-        "--src-tls-verify=false",
-        "--dest-tls-verify=false",
-        "--src-creds",
-        &creds(),
-        "--dest-creds",
-        &creds(),
-        &format!("docker://{ah}/lib/app:1"),
-        &format!("docker://{ch}/a/lib/app:pushed"),
-    ]);
+    let copy = |to: &str| -> Vec<String> {
+        let c = creds();
+        ["copy", "--src-tls-verify=false", "--dest-tls-verify=false"]
+            .into_iter()
+            .map(String::from)
+            .chain(["--src-creds".into(), c.clone(), "--dest-creds".into(), c])
+            .chain([
+                format!("docker://{ah}/lib/app:1"),
+                format!("docker://{ch}/{to}"),
+            ])
+            .collect()
+    };
+    let text = clients.skopeo_fails(&copy("a/lib/app:pushed"));
     assert!(text.contains("read-only cache"), "{text}");
-    clients.skopeo(&[
-        "copy",
-        "--src-tls-verify=false",
-        "--dest-tls-verify=false",
-        "--src-creds",
-        &creds(),
-        "--dest-creds",
-        &creds(),
-        &format!("docker://{ah}/lib/app:1"),
-        &format!("docker://{ch}/team/app:1"),
-    ]);
+    clients.skopeo(&copy("team/app:1"));
 }
 
 #[test]

@@ -147,15 +147,6 @@ impl Fills {
         map.remove(key);
         true
     }
-
-    /// Downloads in progress.
-    pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Ends a download however its task ends (a panic included): the last state is sent, the

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::{Cache, Error, Result};
+use crate::core::manifests::Record;
 use crate::core::{ManifestRead, Registry};
 use crate::db::{cache, manifests, repos};
 use crate::oci::{Digest, Reference, RepoName, manifest};
@@ -21,22 +22,22 @@ impl Registry {
         puller: &str,
     ) -> Result<ManifestRead> {
         let upstream_repo = cache.upstream_name(repo)?;
-        let fresh = |checked: Option<i64>, now: i64| {
-            checked.is_some_and(|c| now - c < cache.settings.check_interval)
+        // Held, and (a tag) confirmed by the upstream within the check interval.
+        let current = |m: &manifests::Stored| {
+            matches!(reference, Reference::Digest(_))
+                || m.checked_at
+                    .is_some_and(|c| self.now() - c < cache.settings.check_interval)
         };
-        // The common case: held, and (a tag) confirmed lately. No upstream, no lock.
-        if let Some((stored, checked)) = self.read_cached(repo, reference, with_content).await?
-            && (matches!(reference, Reference::Digest(_)) || fresh(checked, self.now()))
-        {
-            return self.served(Some(stored), with_content, puller);
+        // The common case: no upstream, no lock.
+        let held = self.read_cached(repo, reference, with_content).await?;
+        if let Some(m) = held.filter(|m| current(m)) {
+            return self.served(Some(m), with_content, puller);
         }
         let _one = cache.resolving(format!("{repo}:{reference}")).await;
         // Another request may have done it while this one waited.
         let held = self.read_cached(repo, reference, with_content).await?;
-        if let Some((stored, checked)) = &held
-            && (matches!(reference, Reference::Digest(_)) || fresh(*checked, self.now()))
-        {
-            return self.served(Some(stored.clone()), with_content, puller);
+        if let Some(m) = held.as_ref().filter(|m| current(m)) {
+            return self.served(Some(m.clone()), with_content, puller);
         }
         let Reference::Tag(tag) = reference else {
             let (described, body) = cache
@@ -49,11 +50,11 @@ impl Registry {
                 .served_cached(repo, reference, with_content, puller)
                 .await;
         };
-        let held_digest = held.as_ref().map(|(s, _)| s.digest.clone());
+        let held_digest = held.as_ref().map(|m| m.digest.clone());
         let moved = match cache.head(&upstream_repo, reference).await {
             Ok(d) if Some(d.digest.to_string()) == held_digest => {
                 self.confirm_tag(repo, tag.as_str()).await?;
-                return self.served(held.map(|(s, _)| s), with_content, puller);
+                return self.served(held, with_content, puller);
             }
             Ok(d) => {
                 self.follow_tag(cache, repo, &upstream_repo, tag.as_str(), &d)
@@ -70,7 +71,7 @@ impl Registry {
             // Rate limited (a GET counts on Docker Hub, a HEAD does not), down, or broken:
             // the copy held is better than nothing, said so.
             Err(e) => {
-                let Some((stored, _)) = held else {
+                let Some(stored) = held else {
                     return Err(cache.failed(e));
                 };
                 crate::metrics::global().cache_stale.inc();
@@ -120,20 +121,11 @@ impl Registry {
         repo: &RepoName,
         reference: &Reference,
         with_content: bool,
-    ) -> Result<Option<(manifests::Stored, Option<i64>)>> {
-        let r = repo.to_string();
-        let reference = reference.clone();
-        self.db
-            .read(move |c| {
-                Ok::<_, Error>(match &reference {
-                    Reference::Tag(t) => cache::tag(c, &r, t.as_str(), with_content)?,
-                    Reference::Digest(d) => {
-                        manifests::by_digest(c, &r, &d.to_string(), with_content)?
-                            .map(|s| (s, None))
-                    }
-                })
-            })
-            .await
+    ) -> Result<Option<manifests::Stored>> {
+        Ok(self
+            .read_manifest(repo, reference, with_content, false)
+            .await?
+            .0)
     }
 
     async fn served_cached(
@@ -144,7 +136,7 @@ impl Registry {
         puller: &str,
     ) -> Result<ManifestRead> {
         let stored = self.read_cached(repo, reference, with_content).await?;
-        self.served(stored.map(|(s, _)| s), with_content, puller)
+        self.served(stored, with_content, puller)
     }
 
     async fn confirm_tag(&self, repo: &RepoName, tag: &str) -> Result<()> {
@@ -204,46 +196,19 @@ impl Registry {
         .await
         .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
         .map_err(|e| Error::Upstream {
-            upstream: repo
-                .as_str()
-                .split('/')
-                .next()
-                .unwrap_or_default()
-                .to_string(),
+            upstream: upstream.to_string(),
             why: format!("sent a manifest berth cannot store: {e}"),
             retry_after: None,
         })?;
-        let annotations = parsed
-            .annotations
-            .as_ref()
-            .map(|a| serde_json::to_string(a).unwrap_or_default());
+        let record = Record::new(&parsed, &described.digest, body);
         let (r, now) = (repo.to_string(), self.now());
-        let d = described.digest.to_string();
-        let tag = tag.map(str::to_string);
-        let blob_refs: Vec<String> = parsed.blobs.iter().map(ToString::to_string).collect();
-        let child_refs: Vec<String> = parsed.children.iter().map(ToString::to_string).collect();
-        let subject = parsed.subject.as_ref().map(ToString::to_string);
-        let media_type = parsed.media_type.clone();
-        let artifact_type = parsed.artifact_type.clone();
-        let upstream = upstream.to_string();
+        let (tag, upstream) = (tag.map(str::to_string), upstream.to_string());
         self.db
             .write(move |tx| {
                 let repo_id = repos::ensure(tx, &r, now)?;
                 cache::store(
                     tx,
-                    &manifests::NewManifest {
-                        repo_id,
-                        digest: &d,
-                        media_type: &media_type,
-                        artifact_type: artifact_type.as_deref(),
-                        subject: subject.as_deref(),
-                        annotations: annotations.as_deref(),
-                        content: &body,
-                        blobs: &blob_refs,
-                        children: &child_refs,
-                        now,
-                        pushed_by: None,
-                    },
+                    &record.row(repo_id, now, None),
                     &upstream,
                     tag.as_deref(),
                 )?;

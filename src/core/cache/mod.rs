@@ -76,12 +76,11 @@ impl Cache {
     /// The local repository of an upstream repository named as clients of that registry
     /// name it (`nginx` on Docker Hub is `library/nginx`).
     pub fn local(&self, upstream_repo: &RepoName) -> Result<RepoName> {
-        let name = upstream_repo.as_str();
-        let full = if self.settings.docker_hub && !name.contains('/') {
-            format!("{}/library/{name}", self.settings.name)
-        } else {
-            format!("{}/{name}", self.settings.name)
-        };
+        let full = format!(
+            "{}/{}",
+            self.settings.name,
+            self.hub_name(upstream_repo.as_str())
+        );
         RepoName::parse(&full).map_err(|_| Error::NotCached(format!("{full} is too long a name")))
     }
 
@@ -93,11 +92,7 @@ impl Cache {
             .strip_prefix(&self.settings.name)
             .and_then(|r| r.strip_prefix('/'))
             .ok_or_else(|| Error::NotCached(format!("{repo} is not in {}/", self.name())))?;
-        let rest = if self.settings.docker_hub && !rest.contains('/') {
-            format!("library/{rest}")
-        } else {
-            rest.to_string()
-        };
+        let rest = self.hub_name(rest);
         let allowed = self.settings.repositories.is_empty()
             || self.settings.repositories.iter().any(|p| p.matches(&rest));
         if !allowed {
@@ -107,6 +102,15 @@ impl Cache {
             )));
         }
         RepoName::parse(&rest).map_err(|_| Error::NotCached(format!("{rest} is not a name")))
+    }
+
+    /// A name as the upstream knows it: on Docker Hub a one-part name is under `library/`.
+    fn hub_name(&self, name: &str) -> String {
+        if self.settings.docker_hub && !name.contains('/') {
+            format!("library/{name}")
+        } else {
+            name.to_string()
+        }
     }
 
     /// Hold the single-flight slot of `key` (a repository and reference).
