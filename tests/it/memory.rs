@@ -180,3 +180,92 @@ async fn two_hundred_connections_push_and_pull_in_bounded_memory() {
         "anonymous memory after the load {after} KiB exceeds {AFTER_ANON_LIMIT_KIB} KiB"
     );
 }
+
+/// Downloads whose clients stopped reading, and how many threads the server may have while
+/// they wait (it has a handful idle). A thread per download would let a few hundred slow
+/// clients take every thread the database and the uploads need.
+const STALLED: usize = 64;
+const STALLED_THREADS_LIMIT: u64 = 24;
+const STALLED_BLOB: usize = 16 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_downloads_hold_no_thread() {
+    use std::io::{Read, Write};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    let mut rng = 0x5eed_u64;
+    let blob: Vec<u8> = (0..STALLED_BLOB)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng as u8
+        })
+        .collect();
+    let digest = berth::oci::Digest::sha256_of(&blob);
+    let r = client()
+        .post(server.url(&format!("/v2/stall/app/blobs/uploads/?digest={digest}")))
+        .body(blob.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+
+    let request = format!(
+        "GET /v2/stall/app/blobs/{digest} HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\n\r\n",
+        server.host(),
+        crate::common::basic("admin", crate::common::ADMIN_PASSWORD)
+    );
+    // One after the other, each until its answer began: then it stops reading, with most of
+    // the 16 MiB still to come (the socket buffers hold far less).
+    let mut conns = Vec::new();
+    for _ in 0..STALLED {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut first = [0u8; 4096];
+        let n = s.read(&mut first).unwrap();
+        let head = String::from_utf8_lossy(&first[..n]);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        conns.push((s, first[..n].to_vec()));
+    }
+    let threads = server.threads();
+    println!("{STALLED} stalled downloads: the server has {threads} threads");
+    assert!(
+        threads < STALLED_THREADS_LIMIT,
+        "{threads} server threads with {STALLED} stalled downloads (limit {STALLED_THREADS_LIMIT})"
+    );
+    let r = client()
+        .get(server.url("/v2/_catalog"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
+    // A stalled download that reads again gets every byte.
+    let (mut s, mut got) = conns.pop().unwrap();
+    drop(conns);
+    let body_at = loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut more = [0u8; 4096];
+        let n = s.read(&mut more).unwrap();
+        assert!(n > 0, "connection closed in the headers");
+        got.extend_from_slice(&more[..n]);
+    };
+    let mut body = got.split_off(body_at);
+    while body.len() < STALLED_BLOB {
+        let mut more = vec![0u8; 1 << 20];
+        let n = s.read(&mut more).unwrap();
+        assert!(n > 0, "connection closed after {} bytes", body.len());
+        body.extend_from_slice(&more[..n]);
+    }
+    assert_eq!(body.len(), STALLED_BLOB);
+    assert!(
+        body == blob,
+        "the resumed download's bytes differ from the blob"
+    );
+}

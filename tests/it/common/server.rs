@@ -136,6 +136,11 @@ impl Server {
         status_kib(self.child.id(), "RssAnon:")
     }
 
+    /// Threads of the server process now.
+    pub fn threads(&self) -> u64 {
+        status_kib(self.child.id(), "Threads:")
+    }
+
     pub fn rss_kib(&self) -> u64 {
         status_kib(self.child.id(), "VmRSS:")
     }
@@ -166,6 +171,7 @@ impl Server {
     }
 }
 
+/// A number from `/proc/PID/status` (KiB for the memory lines).
 fn status_kib(pid: u32, key: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines()
