@@ -3,7 +3,9 @@
 //! Layering: `core` calls `Db::read`/`Db::write` with closures over the plain query functions
 //! in the per-table modules; nothing here calls upwards. All SQLite work runs on the blocking
 //! pool, never on the async workers: one writer connection (SQLite has one writer anyway) and
-//! a small pool of readers, which WAL lets run beside the writer.
+//! a small pool of readers, which WAL lets run beside the writer. Requests wait for their turn
+//! (a reader, the writer) before they take a blocking thread, so a burst of requests queues
+//! as tasks rather than as hundreds of threads each holding a stack and a connection.
 
 pub mod audit;
 pub mod backup;
@@ -136,12 +138,16 @@ struct Inner {
     durability: Durability,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Async turns: `READERS` reads at once, one write.
+    read_turns: tokio::sync::Semaphore,
+    write_turn: tokio::sync::Mutex<()>,
 }
 
-/// Readers kept open between requests: opened as concurrency needs them (a cold open parses
-/// the schema and recompiles statements, which costs more than a query), closed only beyond
-/// this many.
-const IDLE_READERS: usize = 64;
+/// Reads that run at once, and reader connections kept open between requests (a cold open
+/// parses the schema and recompiles statements, which costs more than a query). Each reader
+/// holds its schema, its prepared statements and up to 2 MiB of page cache: a few cores gain
+/// nothing from more readers, and a 1 GB machine would feel dozens.
+const READERS: usize = 8;
 
 impl Db {
     /// Open (creating if needed) the database and apply pending migrations. Blocking.
@@ -154,6 +160,8 @@ impl Db {
                 durability,
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
+                read_turns: tokio::sync::Semaphore::new(READERS),
+                write_turn: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -165,6 +173,8 @@ impl Db {
         E: From<DbError> + Send + 'static,
         F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
     {
+        // Never closed, so acquiring cannot fail.
+        let _turn = self.inner.read_turns.acquire().await;
         let db = self.clone();
         tokio::task::spawn_blocking(move || db.read_blocking(f))
             .await
@@ -179,8 +189,13 @@ impl Db {
         E: From<DbError> + Send + 'static,
         F: FnOnce(&Transaction) -> std::result::Result<T, E> + Send + 'static,
     {
+        let asked = std::time::Instant::now();
+        let Ok(_turn) = tokio::time::timeout(BUSY_TIMEOUT, self.inner.write_turn.lock()).await
+        else {
+            return Err(DbError::Busy(BUSY_TIMEOUT).into());
+        };
         let db = self.clone();
-        tokio::task::spawn_blocking(move || db.write_blocking(f))
+        tokio::task::spawn_blocking(move || db.write_since(asked, f))
             .await
             .map_err(|e| E::from(DbError::Join(e.to_string())))?
     }
@@ -244,7 +259,7 @@ impl Db {
         };
         let out = f(&conn);
         let mut readers = self.inner.readers.lock().unwrap_or_else(|p| p.into_inner());
-        if readers.len() < IDLE_READERS {
+        if readers.len() < READERS {
             readers.push(conn);
         }
         out
@@ -260,7 +275,15 @@ impl Db {
         E: From<DbError>,
         F: FnOnce(&Transaction) -> std::result::Result<T, E>,
     {
-        let asked = std::time::Instant::now();
+        self.write_since(std::time::Instant::now(), f)
+    }
+
+    /// `write_blocking` for a write asked for at `asked`: the wait counts from then.
+    fn write_since<T, E, F>(&self, asked: std::time::Instant, f: F) -> std::result::Result<T, E>
+    where
+        E: From<DbError>,
+        F: FnOnce(&Transaction) -> std::result::Result<T, E>,
+    {
         let mut conn = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         let left = BUSY_TIMEOUT.saturating_sub(asked.elapsed());
         if left.is_zero() {

@@ -269,3 +269,64 @@ async fn stalled_downloads_hold_no_thread() {
         "the resumed download's bytes differ from the blob"
     );
 }
+
+/// Clients at once in the database-turns test, the rounds each makes, and how many threads
+/// the server may have meanwhile: a thread per waiting write came to over 200; what is left
+/// are the short file operations of each round (the upload's file made and removed) and the
+/// one writer (16 to 60 here).
+const BURST_CLIENTS: usize = 200;
+const BURST_REQUESTS: usize = 10;
+const BURST_THREADS_LIMIT: u64 = 110;
+
+/// Requests that need the database wait for a reader or the writer as tasks, not as blocking
+/// threads: a burst of 200 clients would otherwise park a thread each behind the one writer
+/// (a stack each; and for reads, a reader connection with its page cache each). Each client
+/// opens upload sessions and cancels them: two writes a round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_requests_waits_for_database_turns_not_threads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = std::sync::Arc::new(Server::start(&tmp.path().join("data"), &[]));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (server, stop) = (server.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(server.threads());
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    let tasks: Vec<_> = (0..BURST_CLIENTS)
+        .map(|i| {
+            let server = server.clone();
+            tokio::spawn(async move {
+                let c = client();
+                let base = server.url("");
+                let start = server.url(&format!("/v2/burst/c{i}/blobs/uploads/"));
+                for _ in 0..BURST_REQUESTS {
+                    let r = c.post(&start).send().await.unwrap();
+                    assert_eq!(r.status().as_u16(), 202);
+                    let loc = absolute(&base, r.headers()[LOCATION].to_str().unwrap());
+                    let r = c.delete(&loc).send().await.unwrap();
+                    assert_eq!(r.status().as_u16(), 204);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    println!(
+        "{BURST_CLIENTS} clients x {BURST_REQUESTS} uploads opened and cancelled: at most {peak} \
+         server threads"
+    );
+    assert!(peak > 0, "could not read the server's thread count");
+    assert!(
+        peak < BURST_THREADS_LIMIT,
+        "{peak} server threads during a burst of {BURST_CLIENTS} clients (limit {BURST_THREADS_LIMIT})"
+    );
+}
