@@ -3,8 +3,10 @@
 //! - the big blob pulled **cold** (its file evicted from the page cache first, with
 //!   `posix_fadvise(DONTNEED)`, the way a pull some time after the push finds it) and then
 //!   **warm**, beside the rate at which this process reads the same file cold (what `dd`
-//!   reports), so each line is a share of what the disk gives (for a peer whose blob file is
-//!   not where peers.rs looks, these lines are skipped);
+//!   reports), so each line is a share of what the disk gives, and beside the rate at which
+//!   nginx sends the same file warm with `sendfile(2)` to the same client, the ceiling of a
+//!   warm pull on this machine (for a peer whose blob file is not where peers.rs looks, these
+//!   lines are skipped; without nginx, the ceiling is);
 //! - a many-layer image pulled as docker does (several layers in flight), where per-request
 //!   latency decides;
 //! - the server's anonymous memory (heap, stacks: not mapped files) while many clients push
@@ -74,14 +76,16 @@ pub fn raw_cold_read(path: &Path) -> Result<f64> {
     Ok(total as f64 / MIB / start.elapsed().as_secs_f64())
 }
 
-/// The three figures of one round: the disk's cold read of the blob's file, then the blob
-/// pulled (with curl) cold and warm. MiB/s each, and the server's CPU per GiB of the cold pull.
-/// None when the blob's file is not found.
+/// The figures of one round: the disk's cold read of the blob's file, then the blob pulled
+/// (with curl) cold and warm, and the file sent warm by nginx. MiB/s each, and the server's
+/// CPU per GiB of the cold pull. None when the blob's file is not found.
 pub struct ColdWarm {
     pub raw: f64,
     pub cold: f64,
     pub warm: f64,
     pub cold_cpu: f64,
+    /// None without nginx.
+    pub sendfile: Option<f64>,
 }
 
 pub async fn cold_and_warm(
@@ -103,12 +107,90 @@ pub async fn cold_and_warm(
     let gib = blob.size as f64 / (1024.0 * MIB);
     let cold_cpu = (server.cpu_secs()? - cpu) / gib;
     let warm = workloads::pull_curl(t, repo, blob).await?;
+    let sendfile = {
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || sendfile_ceiling(&p)).await??
+    };
     Ok(Some(ColdWarm {
         raw,
         cold,
         warm,
         cold_cpu,
+        sendfile,
     }))
+}
+
+/// Debian's nginx, for the warm ceiling.
+const NGINX: &str = "/usr/sbin/nginx";
+
+/// MiB/s at which nginx, a static file server with `sendfile(2)` (no copy on the sending side),
+/// sends the warm file at `path` to curl: what a warm pull could reach here. Median of three.
+/// None when nginx is not installed.
+pub fn sendfile_ceiling(path: &Path) -> Result<Option<f64>> {
+    if !Path::new(NGINX).exists() {
+        return Ok(None);
+    }
+    let (dir, name) = (
+        path.parent().context("blob file without a folder")?,
+        path.file_name().context("blob file without a name")?,
+    );
+    let tmp = tempfile::tempdir()?;
+    let port = crate::server::free_port()?;
+    let t = tmp.path().display();
+    // One process, no privilege change: it reads the file as this process can.
+    let config = format!(
+        "daemon off; master_process off; pid {t}/pid; error_log {t}/error.log;\n\
+         events {{ worker_connections 16; }}\n\
+         http {{ access_log off; sendfile on;\n\
+         client_body_temp_path {t}/b; proxy_temp_path {t}/p; fastcgi_temp_path {t}/f;\n\
+         uwsgi_temp_path {t}/u; scgi_temp_path {t}/s;\n\
+         server {{ listen 127.0.0.1:{port}; root {}; }} }}\n",
+        dir.display()
+    );
+    std::fs::write(tmp.path().join("nginx.conf"), config)?;
+    let mut child = std::process::Command::new(NGINX)
+        .arg("-p")
+        .arg(tmp.path())
+        .arg("-e")
+        .arg(tmp.path().join("error.log"))
+        .arg("-c")
+        .arg(tmp.path().join("nginx.conf"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("start nginx")?;
+    let result = (|| {
+        let url = format!("http://127.0.0.1:{port}/{}", name.to_string_lossy());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            ensure!(Instant::now() < deadline, "nginx did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut rates = Vec::new();
+        for _ in 0..3 {
+            let out = std::process::Command::new("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code} %{speed_download}",
+                ])
+                .arg(&url)
+                .output()
+                .context("run curl")?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let mut parts = text.split_whitespace();
+            ensure!(parts.next() == Some("200"), "nginx GET {url}: {text}");
+            let speed: f64 = parts.next().unwrap_or("0").parse()?;
+            rates.push(speed / MIB);
+        }
+        Ok(Some(crate::median(&rates)))
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
 }
 
 /// Pull every layer of an image as docker does (`in_flight` at once), checking each length.

@@ -8,7 +8,9 @@
 //! - registry:2 is Debian's `docker-registry` package (/usr/bin/docker-registry);
 //! - NORA (`cargo install nora-registry`): `BENCH_NORA=/path/to/nora`, or `nora` on the PATH;
 //! - Trow (built from its source with `SQLX_OFFLINE=true cargo build --release`):
-//!   `BENCH_TROW=/path/to/trow`, or `trow` on the PATH.
+//!   `BENCH_TROW=/path/to/trow`, or `trow` on the PATH;
+//! - nginx (Debian's, /usr/sbin/nginx), not a peer: it sends each server's blob file with
+//!   sendfile(2), the warm pull's ceiling (pulls.rs).
 //!
 //! A peer that is not found is skipped, with a line saying so; an empty `BENCH_NORA` or
 //! `BENCH_TROW` skips that one. Each line of the table gives every registry's figure, then
@@ -262,6 +264,13 @@ async fn auth_only() -> Result<Vec<auth::Row>> {
     run.await.map_err(|e| with_log(e, &s.server))
 }
 
+/// The cold pull as a share of the disk's cold read, and the warm pull as a share of nginx's,
+/// each taken in its round and then the median.
+const RATIO_LINES: [&str; 2] = [
+    "cold pull / disk read, per round",
+    "warm pull / nginx sendfile, per round",
+];
+
 /// Every workload but the big pushes, on one server.
 async fn workloads_after_pushes(
     t: &Arc<Target>,
@@ -279,8 +288,12 @@ async fn workloads_after_pushes(
         let cw = pulls::cold_and_warm(t, server, MONOLITHIC_REPO, blob).await?;
         let cw_text = match &cw {
             Some(cw) => format!(
-                "disk {:>5.0}, cold {:>5.0} ({:.2} s/GiB CPU), warm {:>5.0} MiB/s",
-                cw.raw, cw.cold, cw.cold_cpu, cw.warm
+                "disk {:>5.0}, cold {:>5.0} ({:.2} s/GiB CPU), warm {:>5.0}, nginx sendfile {} MiB/s",
+                cw.raw,
+                cw.cold,
+                cw.cold_cpu,
+                cw.warm,
+                cw.sendfile.map_or("-".into(), |v| format!("{v:.0}"))
             ),
             None => "no blob file found for the cold pull".into(),
         };
@@ -301,13 +314,33 @@ async fn workloads_after_pushes(
         format!("blob pull {size} cold, curl (MiB/s)"),
         "server CPU, cold pull (s/GiB)".into(),
         format!("blob pull {size} warm, curl (MiB/s)"),
+        "ceiling: its file sent warm by nginx (sendfile), curl (MiB/s)".into(),
     ];
     if cold_warm.len() == ROUNDS {
-        let figures: [fn(&pulls::ColdWarm) -> f64; 4] =
-            [|c| c.raw, |c| c.cold, |c| c.cold_cpu, |c| c.warm];
+        let figures: [fn(&pulls::ColdWarm) -> Option<f64>; 5] = [
+            |c| Some(c.raw),
+            |c| Some(c.cold),
+            |c| Some(c.cold_cpu),
+            |c| Some(c.warm),
+            |c| c.sendfile,
+        ];
         for (line, figure) in cold_warm_lines.into_iter().zip(figures) {
-            let values: Vec<f64> = cold_warm.iter().map(figure).collect();
-            col.record(line, median(&values));
+            match cold_warm.iter().map(figure).collect::<Option<Vec<f64>>>() {
+                Some(values) => col.record(line, median(&values)),
+                None => col.skip(line),
+            }
+        }
+        // Each round's pair, so that a slow moment of the machine moves both sides.
+        let ratios = |f: fn(&pulls::ColdWarm) -> Option<f64>| -> Option<Vec<f64>> {
+            cold_warm.iter().map(f).collect()
+        };
+        let pairs: [fn(&pulls::ColdWarm) -> Option<f64>; 2] =
+            [|c| Some(c.cold / c.raw), |c| c.sendfile.map(|s| c.warm / s)];
+        for (line, pair) in RATIO_LINES.into_iter().zip(pairs) {
+            match ratios(pair) {
+                Some(r) => col.record(line.into(), median(&r)),
+                None => col.skip(line.into()),
+            }
         }
     } else {
         let path = peers::blob_file(server.kind, server.data(), MONOLITHIC_REPO, &blob.digest);
@@ -317,6 +350,9 @@ async fn workloads_after_pushes(
         ));
         for line in cold_warm_lines {
             col.skip(line);
+        }
+        for line in RATIO_LINES {
+            col.skip(line.into());
         }
     }
 

@@ -54,7 +54,7 @@ pub struct Server {
 
 /// A port that was free a moment ago. The server binds it right after; on a quiet bench
 /// machine nothing else takes it in between.
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
     Ok(l.local_addr()?.port())
 }
