@@ -138,9 +138,10 @@ struct Inner {
     durability: Durability,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
-    /// Async turns: `READERS` reads at once, one write.
-    read_turns: tokio::sync::Semaphore,
-    write_turn: tokio::sync::Mutex<()>,
+    /// Async turns: `READERS` reads at once, one write. A turn goes with the blocking work
+    /// and ends with it, also when the request that asked is dropped meanwhile.
+    read_turns: Arc<tokio::sync::Semaphore>,
+    write_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Reads that run at once, and reader connections kept open between requests (a cold open
@@ -160,8 +161,8 @@ impl Db {
                 durability,
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
-                read_turns: tokio::sync::Semaphore::new(READERS),
-                write_turn: tokio::sync::Mutex::new(()),
+                read_turns: Arc::new(tokio::sync::Semaphore::new(READERS)),
+                write_turn: Arc::new(tokio::sync::Mutex::new(())),
             }),
         })
     }
@@ -174,11 +175,14 @@ impl Db {
         F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
     {
         // Never closed, so acquiring cannot fail.
-        let _turn = self.inner.read_turns.acquire().await;
+        let turn = self.inner.read_turns.clone().acquire_owned().await.ok();
         let db = self.clone();
-        tokio::task::spawn_blocking(move || db.read_blocking(f))
-            .await
-            .map_err(|e| E::from(DbError::Join(e.to_string())))?
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            db.read_blocking(f)
+        })
+        .await
+        .map_err(|e| E::from(DbError::Join(e.to_string())))?
     }
 
     /// Run a closure inside one IMMEDIATE write transaction, committed only when it returns
@@ -190,14 +194,16 @@ impl Db {
         F: FnOnce(&Transaction) -> std::result::Result<T, E> + Send + 'static,
     {
         let asked = std::time::Instant::now();
-        let Ok(_turn) = tokio::time::timeout(BUSY_TIMEOUT, self.inner.write_turn.lock()).await
-        else {
+        let Ok(turn) = tokio::time::timeout(BUSY_TIMEOUT, self.write_turn()).await else {
             return Err(DbError::Busy(BUSY_TIMEOUT).into());
         };
         let db = self.clone();
-        tokio::task::spawn_blocking(move || db.write_since(asked, f))
-            .await
-            .map_err(|e| E::from(DbError::Join(e.to_string())))?
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            db.write_since(asked, f)
+        })
+        .await
+        .map_err(|e| E::from(DbError::Join(e.to_string())))?
     }
 
     /// `write` for background work that goes on for a while (garbage collection): after the
@@ -214,10 +220,21 @@ impl Db {
         // Move what the batch added to the WAL into the database now, as part of this
         // work's time: otherwise the commit of some request that crosses the WAL's
         // auto-checkpoint size pays for it.
+        // In a turn of its own: it works on the writer connection.
+        let turn = self.write_turn().await;
         let db = self.clone();
-        let _ = tokio::task::spawn_blocking(move || db.checkpoint()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            db.checkpoint()
+        })
+        .await;
         tokio::time::sleep(started.elapsed()).await;
         out
+    }
+
+    /// The turn to use the writer connection, held until the guard is dropped.
+    async fn write_turn(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.inner.write_turn.clone().lock_owned().await
     }
 
     /// A passive WAL checkpoint on the writer connection (readers are not waited for).
@@ -423,6 +440,57 @@ mod tests {
             Db::open(&path, Durability::ProcessCrash),
             Err(DbError::TooNew { .. })
         ));
+    }
+
+    /// Wait (up to 5 s) until `done` holds.
+    async fn eventually(done: impl Fn() -> bool) -> bool {
+        for _ in 0..500 {
+            if done() {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        done()
+    }
+
+    #[tokio::test]
+    async fn a_dropped_request_keeps_its_turn_until_its_work_ends() {
+        // A client that goes away drops its request's future while the database work it
+        // started runs on: the turn must stay taken until that work ends, or the next request
+        // would take a thread (and a reader, or a wait on the writer) beside it.
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db"), Durability::ProcessCrash).unwrap();
+        let turns = || db.inner.read_turns.available_permits();
+
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let read = db.read(move |_| {
+            let _ = wait.recv();
+            Ok::<_, DbError>(())
+        });
+        let dropped = tokio::time::timeout(std::time::Duration::from_millis(50), read).await;
+        assert!(dropped.is_err(), "the read ended before it was let go");
+        assert_eq!(
+            turns(),
+            READERS - 1,
+            "the read's turn went back with its request"
+        );
+        go.send(()).unwrap();
+        assert!(
+            eventually(|| turns() == READERS).await,
+            "the read's turn never came back"
+        );
+
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let write = db.write(move |_| {
+            let _ = wait.recv();
+            Ok::<_, DbError>(())
+        });
+        let dropped = tokio::time::timeout(std::time::Duration::from_millis(50), write).await;
+        assert!(dropped.is_err(), "the write ended before it was let go");
+        let free = || db.inner.write_turn.try_lock().is_ok();
+        assert!(!free(), "the write's turn went back with its request");
+        go.send(()).unwrap();
+        assert!(eventually(free).await, "the write's turn never came back");
     }
 }
 
