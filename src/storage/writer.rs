@@ -1,6 +1,9 @@
-//! Streaming an upload body to its file: hashed while written, on a blocking thread, while the
-//! async side keeps receiving. Large uploads start the disk writeback early (a second thread
-//! fsyncs behind the writer), so the final fsync before the acknowledgement has little left.
+//! Streaming an upload body to its file: hashed while written, in batches on a blocking
+//! thread, while the async side keeps receiving. A batch holds the thread only while it
+//! writes: an upload whose client sends slowly holds none while it waits, so hundreds of slow
+//! clients do not take the threads the database and the downloads need. Large uploads start
+//! the disk writeback early (a thread fsyncs behind the writer), so the final fsync before the
+//! acknowledgement has little left.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -17,10 +20,10 @@ use rustix::fs::Advice;
 use super::{Staging, Sync};
 use crate::oci::{Algorithm, Hasher, UploadId};
 
-/// Small body frames are gathered into pieces of this size before they go to the writer
-/// thread; frames of at least `PASS_THROUGH` bytes go as they are, without a copy (cut into
-/// pieces of at most `CHUNK`). The channel holds `QUEUE` pieces, so an upload holds a few MiB
-/// at most whatever its size.
+/// Small body frames are gathered into pieces of this size before they go to the writer;
+/// frames of at least `PASS_THROUGH` bytes go as they are, without a copy (cut into pieces of
+/// at most `CHUNK`). At most `QUEUE` pieces wait while a batch is written, so an upload holds
+/// a few MiB at most whatever its size.
 const CHUNK: usize = 256 * 1024;
 const PASS_THROUGH: usize = 64 * 1024;
 const QUEUE: usize = 8;
@@ -84,34 +87,20 @@ impl Staging {
         let path = self.path(id);
         let sync = self.sync;
         let progress_len = progress.len;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Piece>(QUEUE);
-        let writer = tokio::task::spawn_blocking(move || -> io::Result<Progress> {
-            let file = OpenOptions::new().append(true).open(&path)?;
-            // The permit goes back once the piece is written.
-            write_loop(
-                file,
-                progress,
-                || rx.blocking_recv().map(|(b, _permit)| b),
-                sync,
-            )
-        });
-        let budget = self.budget.clone();
-        // `Err` when the writer stopped (an I/O error, reported below).
-        let send = |b: Bytes| {
-            let (tx, budget) = (tx.clone(), budget.clone());
-            async move {
-                let units = b.len().div_ceil(BUDGET_UNIT).clamp(1, BUDGET_UNITS) as u32;
-                let permit = budget.acquire_many_owned(units).await.map_err(drop)?;
-                tx.send((b, permit)).await.map_err(drop)
-            }
+        let opened = blocking(move || OpenOptions::new().append(true).open(&path)).await;
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) => return (Some(progress), Err(AppendError::Io(e))),
         };
+        let mut writer = Writer::new(file, progress, sync);
+        let budget = &self.budget;
 
         let mut body_error = None;
         let mut too_large = None;
         let mut small = BytesMut::new();
         let mut received = progress_len;
         loop {
-            let next = body.next().await;
+            let next = writer.meanwhile(body.next()).await;
             if let (Some(Ok(b)), Some(max)) = (&next, self.max_upload) {
                 received += b.len() as u64;
                 if received > max {
@@ -121,12 +110,14 @@ impl Staging {
             }
             let piece = match next {
                 Some(Ok(mut b)) if b.len() >= PASS_THROUGH => {
-                    if !small.is_empty() && send(small.split().freeze()).await.is_err() {
+                    if !small.is_empty()
+                        && writer.send(budget, small.split().freeze()).await.is_err()
+                    {
                         break;
                     }
                     let mut stopped = false;
                     while b.len() > CHUNK && !stopped {
-                        stopped = send(b.split_to(CHUNK)).await.is_err();
+                        stopped = writer.send(budget, b.split_to(CHUNK)).await.is_err();
                     }
                     if stopped {
                         break;
@@ -146,57 +137,191 @@ impl Staging {
                 }
                 None => break,
             };
-            if send(piece).await.is_err() {
+            if writer.send(budget, piece).await.is_err() {
                 break;
             }
         }
         if !small.is_empty() {
-            let _ = send(small.freeze()).await;
+            let _ = writer.send(budget, small.freeze()).await;
         }
-        drop(tx);
-        match writer.await {
-            Ok(Ok(p)) => match (too_large, body_error) {
+        match writer.finish().await {
+            Ok(p) => match (too_large, body_error) {
                 (Some(max), _) => (Some(p), Err(AppendError::TooLarge(max))),
                 (None, Some(e)) => (Some(p), Err(AppendError::Body(e))),
                 (None, None) => (Some(p), Ok(())),
             },
-            Ok(Err(e)) => (None, Err(AppendError::Io(e))),
-            Err(join) => (
-                None,
-                Err(AppendError::Io(io::Error::other(join.to_string()))),
-            ),
+            Err(e) => (None, Err(AppendError::Io(e))),
         }
     }
 }
 
-fn write_loop(
-    mut file: File,
-    mut p: Progress,
-    mut next: impl FnMut() -> Option<Bytes>,
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))?
+}
+
+/// What writing an upload carries from one batch to the next.
+struct Appending {
+    file: File,
+    p: Progress,
     sync: Sync,
-) -> io::Result<Progress> {
-    let mut flusher: Option<Flusher> = None;
-    let mut unflushed = 0u64;
-    while let Some(chunk) = next() {
-        file.write_all(&chunk)?;
-        p.hasher.update(&chunk);
-        p.len += chunk.len() as u64;
-        unflushed += chunk.len() as u64;
-        if sync == Sync::Always && unflushed >= FLUSH_EVERY {
-            if flusher.is_none() {
-                flusher = Some(Flusher::start(file.try_clone()?, p.len - unflushed));
+    flusher: Option<Flusher>,
+    unflushed: u64,
+}
+
+impl Appending {
+    /// Write, hash and count a batch of pieces; each piece's share of the budget goes back
+    /// once it is written.
+    fn write(&mut self, batch: Vec<Piece>) -> io::Result<()> {
+        for (chunk, _permit) in batch {
+            self.file.write_all(&chunk)?;
+            self.p.hasher.update(&chunk);
+            self.p.len += chunk.len() as u64;
+            self.unflushed += chunk.len() as u64;
+            if self.sync == Sync::Always && self.unflushed >= FLUSH_EVERY {
+                if self.flusher.is_none() {
+                    let from = self.p.len - self.unflushed;
+                    self.flusher = Some(Flusher::start(self.file.try_clone()?, from));
+                }
+                if let Some(f) = &self.flusher {
+                    f.nudge(self.p.len);
+                }
+                self.unflushed = 0;
             }
-            if let Some(f) = &flusher {
-                f.nudge(p.len);
-            }
-            unflushed = 0;
+        }
+        Ok(())
+    }
+}
+
+/// An upload's writer: pieces wait in `pending` while a batch is written on a blocking
+/// thread, and go as the next batch the moment it is done. No thread is held between batches,
+/// and no piece waits while none is being written.
+struct Writer {
+    /// The file's state, here while no batch is being written.
+    idle: Option<Appending>,
+    /// The batch being written, which gives the state back.
+    busy: Option<tokio::task::JoinHandle<(Appending, io::Result<()>)>>,
+    pending: Vec<Piece>,
+    /// The first write error; nothing is written after it.
+    failed: Option<io::Error>,
+}
+
+type Batch = Result<(Appending, io::Result<()>), tokio::task::JoinError>;
+
+impl Writer {
+    fn new(file: File, p: Progress, sync: Sync) -> Writer {
+        Writer {
+            idle: Some(Appending {
+                file,
+                p,
+                sync,
+                flusher: None,
+                unflushed: 0,
+            }),
+            busy: None,
+            pending: Vec::new(),
+            failed: None,
         }
     }
-    // The flusher finishes its last fsync on its own: waiting here would stall every chunk
-    // of a chunked upload on the disk. The fsync before the blob is committed
-    // (`BlobStore::commit`) is what makes an acknowledged blob durable.
-    drop(flusher);
-    Ok(p)
+
+    /// Take back the state from a written batch.
+    fn collect(&mut self, done: Batch) {
+        self.busy = None;
+        match done {
+            Ok((state, result)) => {
+                self.idle = Some(state);
+                if let Err(e) = result {
+                    self.failed.get_or_insert(e);
+                }
+            }
+            Err(join) => {
+                self.failed
+                    .get_or_insert(io::Error::other(join.to_string()));
+            }
+        }
+    }
+
+    /// Start writing what is pending, unless a batch is being written (or writing failed).
+    fn start(&mut self) {
+        if self.busy.is_some() || self.pending.is_empty() || self.failed.is_some() {
+            return;
+        }
+        let Some(mut state) = self.idle.take() else {
+            return;
+        };
+        let batch = std::mem::take(&mut self.pending);
+        self.busy = Some(tokio::task::spawn_blocking(move || {
+            let result = state.write(batch);
+            (state, result)
+        }));
+    }
+
+    /// Wait for `fut` while batches go on: one that finishes meanwhile is taken back and
+    /// what is pending starts at once.
+    async fn meanwhile<F: std::future::Future>(&mut self, fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            self.start();
+            let Some(job) = self.busy.as_mut() else {
+                return fut.await;
+            };
+            tokio::select! {
+                out = &mut fut => return out,
+                done = job => self.collect(done),
+            }
+        }
+    }
+
+    /// Queue a piece once the budget has room for it. `Err` once writing failed (reported by
+    /// `finish`).
+    async fn send(&mut self, budget: &Arc<tokio::sync::Semaphore>, b: Bytes) -> Result<(), ()> {
+        let units = b.len().div_ceil(BUDGET_UNIT).clamp(1, BUDGET_UNITS) as u32;
+        let permit = self
+            .meanwhile(budget.clone().acquire_many_owned(units))
+            .await
+            .map_err(drop)?;
+        if self.failed.is_some() {
+            return Err(());
+        }
+        self.pending.push((b, permit));
+        if self.pending.len() >= QUEUE
+            && let Some(job) = self.busy.take()
+        {
+            let done = job.await;
+            self.collect(done);
+        }
+        self.start();
+        if self.failed.is_some() {
+            Err(())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Write what is left and return the progress. The flusher finishes its last fsync on
+    /// its own: waiting here would stall every chunk of a chunked upload on the disk. The
+    /// fsync before the blob is committed (`BlobStore::commit`) is what makes an
+    /// acknowledged blob durable.
+    async fn finish(mut self) -> io::Result<Progress> {
+        while self.busy.is_some() || (!self.pending.is_empty() && self.failed.is_none()) {
+            self.start();
+            if let Some(job) = self.busy.take() {
+                let done = job.await;
+                self.collect(done);
+            }
+        }
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        let state = self
+            .idle
+            .take()
+            .ok_or_else(|| io::Error::other("the upload's writer lost its file"))?;
+        Ok(state.p)
+    }
 }
 
 /// Writeback for a file written outside the upload path (a pull-through cache's download):

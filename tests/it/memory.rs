@@ -270,6 +270,70 @@ async fn stalled_downloads_hold_no_thread() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_uploads_hold_no_thread() {
+    use std::io::{Read, Write};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    let c = client();
+    let base = server.url("");
+    let auth = crate::common::basic("admin", crate::common::ADMIN_PASSWORD);
+    // Each a streamed PATCH (as docker sends) whose client sent 300 KiB and then nothing.
+    let sent = vec![7u8; 300 * 1024];
+    let mut conns = Vec::new();
+    for i in 0..STALLED {
+        let r = c
+            .post(server.url(&format!("/v2/stall/u{i}/blobs/uploads/")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+        let loc = absolute(&base, r.headers()[LOCATION].to_str().unwrap());
+        let path = loc
+            .strip_prefix(base.trim_end_matches('/'))
+            .unwrap()
+            .to_string();
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            s,
+            "PATCH {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: {auth}\r\n\
+             Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n\
+             {:x}\r\n",
+            server.host(),
+            sent.len()
+        )
+        .unwrap();
+        s.write_all(&sent).unwrap();
+        s.write_all(b"\r\n").unwrap();
+        conns.push((s, path));
+    }
+    // Their bytes are written (a write is on a thread only while it writes).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let threads = server.threads();
+    println!("{STALLED} stalled uploads: the server has {threads} threads");
+    assert!(
+        threads < STALLED_THREADS_LIMIT,
+        "{threads} server threads with {STALLED} stalled uploads (limit {STALLED_THREADS_LIMIT})"
+    );
+
+    // A stalled upload that goes on keeps every byte it sent.
+    let (mut s, path) = conns.pop().unwrap();
+    drop(conns);
+    s.write_all(b"0\r\n\r\n").unwrap();
+    let mut answer = [0u8; 4096];
+    let n = s.read(&mut answer).unwrap();
+    let head = String::from_utf8_lossy(&answer[..n]).to_lowercase();
+    assert!(head.starts_with("http/1.1 202"), "{head}");
+    let want = format!("range: 0-{}", sent.len() - 1);
+    assert!(head.contains(&want), "{want} not in {head}");
+    let r = c.get(server.url(&path)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(r.headers()["range"], want.trim_start_matches("range: "));
+}
+
 /// Clients at once in the database-turns test, the rounds each makes, and how many threads
 /// the server may have meanwhile: a thread per waiting write came to over 200; what is left
 /// are the short file operations of each round (the upload's file made and removed) and the
