@@ -90,7 +90,7 @@ impl Staging {
         let opened = blocking(move || OpenOptions::new().append(true).open(&path)).await;
         let file = match opened {
             Ok(f) => f,
-            Err(e) => return (Some(progress), Err(AppendError::Io(e))),
+            Err(e) => return (None, Err(AppendError::Io(e))),
         };
         let mut writer = Writer::new(file, progress, sync);
         let budget = &self.budget;
@@ -101,6 +101,9 @@ impl Staging {
         let mut received = progress_len;
         loop {
             let next = writer.meanwhile(body.next()).await;
+            if writer.failed.is_some() {
+                break;
+            }
             if let (Some(Ok(b)), Some(max)) = (&next, self.max_upload) {
                 received += b.len() as u64;
                 if received > max {
@@ -227,7 +230,8 @@ impl Writer {
         }
     }
 
-    /// Take back the state from a written batch.
+    /// Take back the state from a written batch. After a failure nothing more is written,
+    /// and what waits gives its share of the budget back at once: other uploads need it.
     fn collect(&mut self, done: Batch) {
         self.busy = None;
         match done {
@@ -241,6 +245,9 @@ impl Writer {
                 self.failed
                     .get_or_insert(io::Error::other(join.to_string()));
             }
+        }
+        if self.failed.is_some() {
+            self.pending.clear();
         }
     }
 
@@ -278,6 +285,9 @@ impl Writer {
     /// Queue a piece once the budget has room for it. `Err` once writing failed (reported by
     /// `finish`).
     async fn send(&mut self, budget: &Arc<tokio::sync::Semaphore>, b: Bytes) -> Result<(), ()> {
+        if self.failed.is_some() {
+            return Err(());
+        }
         let units = b.len().div_ceil(BUDGET_UNIT).clamp(1, BUDGET_UNITS) as u32;
         let permit = self
             .meanwhile(budget.clone().acquire_many_owned(units))
@@ -426,5 +436,35 @@ pub(super) fn rehash(path: &Path, alg: Algorithm) -> io::Result<Progress> {
         }
         p.hasher.update(&buf[..n]);
         p.len += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_write_gives_every_share_of_the_budget_back() {
+        // A file open for reading only: the first batch fails. Pieces queued behind it must
+        // not keep their share of the budget, which every upload draws on.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upload");
+        File::create(&path).unwrap();
+        let file = File::open(&path).unwrap();
+        let budget = Arc::new(tokio::sync::Semaphore::new(BUDGET_UNITS));
+        let mut w = Writer::new(file, Progress::new(Algorithm::Sha256), Sync::Never);
+        let mut refused = false;
+        for _ in 0..4 * QUEUE {
+            if w.send(&budget, Bytes::from(vec![1u8; CHUNK]))
+                .await
+                .is_err()
+            {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "pieces were taken after the write failed");
+        assert_eq!(budget.available_permits(), BUDGET_UNITS);
+        assert!(w.finish().await.is_err());
     }
 }
