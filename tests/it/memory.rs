@@ -93,6 +93,34 @@ async fn two_gib_blob_streams_through_bounded_memory() {
     );
 }
 
+/// The highest value of a figure of the server, read every few milliseconds on a thread of
+/// its own until stopped.
+struct Peak {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl Peak {
+    fn sample(server: &std::sync::Arc<Server>, every_ms: u64, read: fn(&Server) -> u64) -> Peak {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (server, stopped) = (server.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(read(&server));
+                std::thread::sleep(std::time::Duration::from_millis(every_ms));
+            }
+            peak
+        });
+        Peak { stop, thread }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
 /// Clients at once in the many-connections test, and what each does.
 const CLIENTS: usize = 200;
 const BLOB_BYTES: u64 = 1 << 20;
@@ -107,18 +135,7 @@ async fn two_hundred_connections_push_and_pull_in_bounded_memory() {
     let server = std::sync::Arc::new(Server::start(&tmp.path().join("data"), &[]));
     let idle = server.rss_anon_kib();
     // Sample the server's anonymous memory while the load runs.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let (server, stop) = (server.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut peak = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                peak = peak.max(server.rss_anon_kib());
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            peak
-        })
-    };
+    let sampler = Peak::sample(&server, 20, Server::rss_anon_kib);
     let started = Instant::now();
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|i| {
@@ -156,8 +173,7 @@ async fn two_hundred_connections_push_and_pull_in_bounded_memory() {
         t.await.unwrap();
     }
     let took = started.elapsed();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let peak = sampler.join().unwrap();
+    let peak = sampler.stop();
     // Freed memory goes back within a few seconds.
     let mut after = server.rss_anon_kib();
     let settle = Instant::now();
@@ -350,18 +366,7 @@ const BURST_THREADS_LIMIT: u64 = 110;
 async fn a_burst_of_requests_waits_for_database_turns_not_threads() {
     let tmp = tempfile::tempdir().unwrap();
     let server = std::sync::Arc::new(Server::start(&tmp.path().join("data"), &[]));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let (server, stop) = (server.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut peak = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                peak = peak.max(server.threads());
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            peak
-        })
-    };
+    let sampler = Peak::sample(&server, 5, Server::threads);
     let tasks: Vec<_> = (0..BURST_CLIENTS)
         .map(|i| {
             let server = server.clone();
@@ -382,8 +387,7 @@ async fn a_burst_of_requests_waits_for_database_turns_not_threads() {
     for t in tasks {
         t.await.unwrap();
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let peak = sampler.join().unwrap();
+    let peak = sampler.stop();
     println!(
         "{BURST_CLIENTS} clients x {BURST_REQUESTS} uploads opened and cancelled: at most {peak} \
          server threads"
