@@ -27,7 +27,6 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 URL = os.environ["BERTH_URL"]
@@ -121,7 +120,18 @@ class Session:
         """Click something that loads a page, and wait until the new page is there."""
         old = self.d.find_element(By.TAG_NAME, "html")
         el.click()
-        WebDriverWait(self.d, 30).until(EC.staleness_of(old))
+
+        def old_page_gone(_driver):
+            # Selenium's staleness_of waits for StaleElementReferenceException alone; while
+            # the document is replaced, Chromium may instead answer "Node with given id does
+            # not belong to the document". Either way the old page is gone.
+            try:
+                old.is_enabled()
+                return False
+            except WebDriverException:
+                return True
+
+        WebDriverWait(self.d, 30).until(old_page_gone)
         # While the new document replaces the old one a script may find neither: ask again.
         WebDriverWait(self.d, 30, ignored_exceptions=(WebDriverException,)).until(
             lambda d: d.execute_script("return document.readyState") == "complete"
