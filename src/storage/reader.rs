@@ -54,15 +54,12 @@ impl BlobStream {
         if self.next >= self.end {
             return;
         }
-        let (file, at) = (self.file.clone(), self.next);
-        let window_end = (at + WINDOW).min(self.end);
-        let want = (window_end + AHEAD).min(self.end);
-        let advise_from = self.advised;
-        self.advised = self.advised.max(want);
+        let (file, at, end, advised) = (self.file.clone(), self.next, self.end, self.advised);
+        let (window_end, want) = window(at, end);
+        self.advised = advised.max(want);
         self.next = window_end;
         self.mapping = Some(tokio::task::spawn_blocking(move || {
-            advise(&file, advise_from, want);
-            map(&file, at, window_end - at)
+            map_window(&file, at, end, advised)
         }));
     }
 
@@ -134,10 +131,8 @@ pub(super) async fn open(path: PathBuf, start: u64, len: u64) -> io::Result<Blob
             file.read_exact(&mut buf)?;
             (Bytes::from(buf), end, end)
         } else {
-            let window_end = (start + WINDOW).min(end);
-            let want = (window_end + AHEAD).min(end);
-            advise(&file, start, want);
-            (map(&file, start, window_end - start)?, window_end, want)
+            let (window_end, want) = window(start, end);
+            (map_window(&file, start, end, start)?, window_end, want)
         };
         Ok(BlobStream {
             file: Arc::new(file),
@@ -150,6 +145,20 @@ pub(super) async fn open(path: PathBuf, start: u64, len: u64) -> io::Result<Blob
     })
     .await
     .map_err(io::Error::other)?
+}
+
+/// The window from `at` (its end) and how far the kernel should have read ahead by then.
+fn window(at: u64, end: u64) -> (u64, u64) {
+    let window_end = (at + WINDOW).min(end);
+    (window_end, (window_end + AHEAD).min(end))
+}
+
+/// Map the window from `at`, first asking the kernel to read ahead what it has not been
+/// asked for yet (from `advised`).
+fn map_window(file: &File, at: u64, end: u64, advised: u64) -> io::Result<Bytes> {
+    let (window_end, want) = window(at, end);
+    advise(file, advised, want);
+    map(file, at, window_end - at)
 }
 
 /// Ask the kernel to read `[from, to)` of `file` ahead (nothing when empty).
