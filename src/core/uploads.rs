@@ -101,6 +101,13 @@ impl Registry {
             }
             return Err(e);
         }
+        // The file is empty, so its state is known without reading it: the first request
+        // that appends or finishes need not rehash it. The slot lives as long as the
+        // session (finished, cancelled or expired), like the slot of any session that took a
+        // chunk.
+        if let Ok(mut state) = self.sessions.slot(&id).try_lock_owned() {
+            state.get_or_insert_with(|| Progress::new(Algorithm::Sha256));
+        }
         Ok(id)
     }
 
@@ -266,6 +273,7 @@ impl Registry {
         };
         let before = progress.clone();
         let (after, result) = self.staging.append(id, progress, body).await;
+        let after = after.map(|a| a.progress);
         let len = after.as_ref().map(|p| p.len);
         *guard = after;
         self.appended(id, result).await?;
@@ -322,11 +330,14 @@ impl Registry {
             Some(p) => p,
             None => self.rehash(id, digest.algorithm()).await?,
         };
+        // The file's length, when the append has just read it back.
+        let mut file_len = None;
         if let Some(body) = body {
             let (after, result) = self.staging.append(id, progress, body).await;
-            *guard = after.clone();
+            *guard = after.as_ref().map(|a| a.progress.clone());
             self.appended(id, result).await?;
-            progress = after.ok_or_else(|| Error::UploadInvalid("upload state lost".into()))?;
+            let after = after.ok_or_else(|| Error::UploadInvalid("upload state lost".into()))?;
+            (progress, file_len) = (after.progress, Some(after.file_len));
         }
         if progress.hasher.algorithm() != digest.algorithm() {
             progress = self.rehash(id, digest.algorithm()).await?;
@@ -340,7 +351,11 @@ impl Registry {
         }
         let size = progress.len;
         // The state in memory must describe the file exactly before it becomes a blob.
-        if self.staging.len(id).await? != Some(size) {
+        let file_len = match file_len {
+            Some(n) => Some(n),
+            None => self.staging.len(id).await?,
+        };
+        if file_len != Some(size) {
             tracing::error!(upload = %id, "upload file and its hash state disagree; rehashing");
             *guard = None;
             return Err(Error::UploadInvalid(

@@ -4,11 +4,15 @@
 //! clients do not take the threads the database and the downloads need. Large uploads start
 //! the disk writeback early (a thread fsyncs behind the writer), so the final fsync before the
 //! acknowledgement has little left.
+//!
+//! A small body costs one trip to a blocking thread: the first batch opens the file, and
+//! every batch ends by reading the file's length back, which the upload's commit checks
+//! against the bytes hashed.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::num::NonZeroU64;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
@@ -56,6 +60,14 @@ impl Progress {
     }
 }
 
+/// What an append leaves: the upload's new state, and the length of its file as the file
+/// system reported it after the last write (the two agree unless something else wrote to
+/// the file).
+pub struct Appended {
+    pub progress: Progress,
+    pub file_len: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     /// The client's body failed (disconnect, bad chunked encoding). What arrived before is kept.
@@ -72,27 +84,20 @@ pub enum AppendError {
 impl Staging {
     /// Append a request body to an upload file whose state is `progress`.
     ///
-    /// Returns the new progress when it is known (always, unless writing failed) and whether
-    /// the whole body arrived.
+    /// Returns the new state when it is known (always, unless opening or writing the file
+    /// failed) and whether the whole body arrived.
     pub async fn append<S, E>(
         &self,
         id: &UploadId,
         progress: Progress,
         mut body: S,
-    ) -> (Option<Progress>, Result<(), AppendError>)
+    ) -> (Option<Appended>, Result<(), AppendError>)
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
     {
-        let path = self.path(id);
-        let sync = self.sync;
         let progress_len = progress.len;
-        let opened = blocking(move || OpenOptions::new().append(true).open(&path)).await;
-        let file = match opened {
-            Ok(f) => f,
-            Err(e) => return (None, Err(AppendError::Io(e))),
-        };
-        let mut writer = Writer::new(file, progress, sync);
+        let mut writer = Writer::new(self.path(id), progress, self.sync);
         let budget = &self.budget;
 
         let mut body_error = None;
@@ -158,36 +163,38 @@ impl Staging {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| io::Error::other(e.to_string()))?
-}
-
 /// What writing an upload carries from one batch to the next.
 struct Appending {
-    file: File,
+    path: PathBuf,
+    /// Opened by the first batch, so that a small body costs one trip to a blocking thread.
+    file: Option<File>,
     p: Progress,
+    /// The file's length after the last batch; `None` before the first.
+    file_len: Option<u64>,
     sync: Sync,
     flusher: Option<Flusher>,
     unflushed: u64,
 }
 
 impl Appending {
-    /// Write, hash and count a batch of pieces; each piece's share of the budget goes back
-    /// once it is written.
+    /// Write, hash and count a batch of pieces (none: only open the file and read its
+    /// length); each piece's share of the budget goes back once it is written.
     fn write(&mut self, batch: Vec<Piece>) -> io::Result<()> {
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => self
+                .file
+                .insert(OpenOptions::new().append(true).open(&self.path)?),
+        };
         for (chunk, _permit) in batch {
-            self.file.write_all(&chunk)?;
+            file.write_all(&chunk)?;
             self.p.hasher.update(&chunk);
             self.p.len += chunk.len() as u64;
             self.unflushed += chunk.len() as u64;
             if self.sync == Sync::Always && self.unflushed >= FLUSH_EVERY {
                 if self.flusher.is_none() {
                     let from = self.p.len - self.unflushed;
-                    self.flusher = Some(Flusher::start(self.file.try_clone()?, from));
+                    self.flusher = Some(Flusher::start(file.try_clone()?, from));
                 }
                 if let Some(f) = &self.flusher {
                     f.nudge(self.p.len);
@@ -195,6 +202,7 @@ impl Appending {
                 self.unflushed = 0;
             }
         }
+        self.file_len = Some(file.metadata()?.len());
         Ok(())
     }
 }
@@ -215,11 +223,13 @@ struct Writer {
 type Batch = Result<(Appending, io::Result<()>), tokio::task::JoinError>;
 
 impl Writer {
-    fn new(file: File, p: Progress, sync: Sync) -> Writer {
+    fn new(path: PathBuf, p: Progress, sync: Sync) -> Writer {
         Writer {
             idle: Some(Appending {
-                file,
+                path,
+                file: None,
                 p,
+                file_len: None,
                 sync,
                 flusher: None,
                 unflushed: 0,
@@ -253,7 +263,16 @@ impl Writer {
 
     /// Start writing what is pending, unless a batch is being written (or writing failed).
     fn start(&mut self) {
-        if self.busy.is_some() || self.pending.is_empty() || self.failed.is_some() {
+        if self.pending.is_empty() {
+            return;
+        }
+        self.run();
+    }
+
+    /// Start a batch of what is pending, even none, unless one is being written (or
+    /// writing failed).
+    fn run(&mut self) {
+        if self.busy.is_some() || self.failed.is_some() {
             return;
         }
         let Some(mut state) = self.idle.take() else {
@@ -311,13 +330,18 @@ impl Writer {
         }
     }
 
-    /// Write what is left and return the progress. The flusher finishes its last fsync on
-    /// its own: waiting here would stall every chunk of a chunked upload on the disk. The
-    /// fsync before the blob is committed (`BlobStore::commit`) is what makes an
-    /// acknowledged blob durable.
-    async fn finish(mut self) -> io::Result<Progress> {
-        while self.busy.is_some() || (!self.pending.is_empty() && self.failed.is_none()) {
-            self.start();
+    /// Write what is left and return the state. An empty body still opens the file once,
+    /// for its length. The flusher finishes its last fsync on its own: waiting here would
+    /// stall every chunk of a chunked upload on the disk. The fsync before the blob is
+    /// committed (`BlobStore::commit`) is what makes an acknowledged blob durable.
+    async fn finish(mut self) -> io::Result<Appended> {
+        loop {
+            let unopened = self.idle.as_ref().is_some_and(|s| s.file_len.is_none());
+            let more = !self.pending.is_empty() || unopened;
+            if self.busy.is_none() && (!more || self.failed.is_some()) {
+                break;
+            }
+            self.run();
             if let Some(job) = self.busy.take() {
                 let done = job.await;
                 self.collect(done);
@@ -330,7 +354,13 @@ impl Writer {
             .idle
             .take()
             .ok_or_else(|| io::Error::other("the upload's writer lost its file"))?;
-        Ok(state.p)
+        let file_len = state
+            .file_len
+            .ok_or_else(|| io::Error::other("the upload's file was never opened"))?;
+        Ok(Appended {
+            progress: state.p,
+            file_len,
+        })
     }
 }
 
@@ -445,14 +475,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_write_gives_every_share_of_the_budget_back() {
-        // A file open for reading only: the first batch fails. Pieces queued behind it must
-        // not keep their share of the budget, which every upload draws on.
+        // A folder where the upload file should be: the first batch fails to open it. Pieces
+        // queued behind it must not keep their share of the budget, which every upload
+        // draws on.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("upload");
-        File::create(&path).unwrap();
-        let file = File::open(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
         let budget = Arc::new(tokio::sync::Semaphore::new(BUDGET_UNITS));
-        let mut w = Writer::new(file, Progress::new(Algorithm::Sha256), Sync::Never);
+        let mut w = Writer::new(path, Progress::new(Algorithm::Sha256), Sync::Never);
         let mut refused = false;
         for _ in 0..4 * QUEUE {
             if w.send(&budget, Bytes::from(vec![1u8; CHUNK]))
@@ -466,5 +496,37 @@ mod tests {
         assert!(refused, "pieces were taken after the write failed");
         assert_eq!(budget.available_permits(), BUDGET_UNITS);
         assert!(w.finish().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_append_reports_the_length_its_file_was_left_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upload");
+        let budget = Arc::new(tokio::sync::Semaphore::new(BUDGET_UNITS));
+
+        // Bytes the state does not know of: the hash counts what this writer wrote, the
+        // length is the file's, so the commit's check sees them.
+        std::fs::write(&path, b"12345").unwrap();
+        let mut w = Writer::new(path.clone(), Progress::new(Algorithm::Sha256), Sync::Never);
+        w.send(&budget, Bytes::from_static(b"abc")).await.unwrap();
+        let done = w.finish().await.unwrap();
+        assert_eq!((done.progress.len, done.file_len), (3, 8));
+        let mut expected = Hasher::new(Algorithm::Sha256);
+        expected.update(b"abc");
+        assert_eq!(done.progress.hasher.clone().finish(), expected.finish());
+        assert_eq!(std::fs::read(&path).unwrap(), b"12345abc");
+
+        // An empty body still opens the file once, for its length.
+        let w = Writer::new(path.clone(), done.progress, Sync::Never);
+        let done = w.finish().await.unwrap();
+        assert_eq!((done.progress.len, done.file_len), (3, 8));
+
+        // No file: the error of the open, and nothing made.
+        std::fs::remove_file(&path).unwrap();
+        let w = Writer::new(path.clone(), Progress::new(Algorithm::Sha256), Sync::Never);
+        let e = w.finish().await.err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(!path.exists());
+        assert_eq!(budget.available_permits(), BUDGET_UNITS);
     }
 }

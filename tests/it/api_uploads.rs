@@ -408,3 +408,60 @@ async fn a_request_dropped_mid_body_leaves_a_consistent_session() {
         all.len()
     );
 }
+
+#[tokio::test]
+async fn bytes_written_behind_the_servers_back_are_caught_before_they_become_a_blob() {
+    // The hash state of a session lives in memory (known from the start for a new session,
+    // whose file is empty). Before a blob is stored, the file must hold exactly the bytes
+    // hashed: if anything else wrote to it, the commit refuses, and the next request hashes
+    // the file again.
+    let app = TestApp::new();
+    for (case, chunk) in [
+        ("with the last chunk", None),
+        ("after a chunk", Some("abc")),
+    ] {
+        let repo = if chunk.is_some() { "chunked" } else { "whole" };
+        let loc = app.start_upload(repo).await;
+        if let Some(c) = chunk {
+            app.call("PATCH", &loc, &[], c).await.assert(202);
+        }
+        let id = loc.rsplit('/').next().unwrap();
+        let file = app.dir.path().join("uploads").join(id);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"xyz").unwrap();
+        drop(f);
+
+        let (body, on_disk) = match chunk {
+            None => ("abc", b"xyzabc".as_slice()),
+            Some(_) => ("", b"abcxyz".as_slice()),
+        };
+        let d = digest_of(b"abc");
+        app.call("PUT", &format!("{loc}?digest={d}"), &[], body)
+            .await
+            .assert_error(400, "BLOB_UPLOAD_INVALID");
+        app.get(&format!("/v2/{repo}/blobs/{d}"))
+            .await
+            .assert_error(404, "BLOB_UNKNOWN");
+        assert_eq!(std::fs::read(&file).unwrap(), on_disk, "{case}");
+
+        // The retry hashes what the file holds.
+        let r = app.get(&loc).await;
+        r.assert(204);
+        assert_eq!(r.header("range"), Some("0-5"), "{case}");
+        let d = digest_of(on_disk);
+        app.call("PUT", &format!("{loc}?digest={d}"), &[], "")
+            .await
+            .assert(201);
+        assert_eq!(
+            app.get(&format!("/v2/{repo}/blobs/{d}"))
+                .await
+                .body
+                .as_ref(),
+            on_disk,
+            "{case}"
+        );
+    }
+}

@@ -143,7 +143,9 @@ async fn stage(staging: &Staging, bytes: &[u8]) -> (Staged, Digest) {
         )
         .await;
     result.unwrap();
-    let progress = progress.unwrap();
+    let appended = progress.unwrap();
+    assert_eq!(appended.file_len, bytes.len() as u64);
+    let progress = appended.progress;
     assert_eq!(progress.len, bytes.len() as u64);
     let digest = progress.hasher.finish();
     assert_eq!(digest, Digest::sha256_of(bytes));
