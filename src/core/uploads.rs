@@ -103,8 +103,8 @@ impl Registry {
         }
         // The file is empty, so its state is known without reading it: the first request
         // that appends or finishes need not rehash it. The slot lives as long as the
-        // session (finished, cancelled or expired), like the slot of any session that took a
-        // chunk.
+        // session (finished, cancelled, discarded or expired), like the slot of any session
+        // that took a chunk.
         if let Ok(mut state) = self.sessions.slot(&id).try_lock_owned() {
             state.get_or_insert_with(|| Progress::new(Algorithm::Sha256));
         }
@@ -121,6 +121,12 @@ impl Registry {
         match result {
             Ok(()) => Ok(()),
             Err(AppendError::Body(e)) => Err(Error::UploadInvalid(e)),
+            // The session's file is gone (removed behind the server's back): the session
+            // is over, as when it is found without a file.
+            Err(AppendError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.discard(id).await;
+                Err(Error::UploadUnknown)
+            }
             Err(AppendError::Io(e)) => {
                 self.discard(id).await;
                 Err(e.into())
@@ -134,7 +140,7 @@ impl Registry {
 
     /// Drop a session whose write failed: its bytes first (freeing space is what matters on a
     /// full disk), then its row, which may fail on that same disk and is then left to expire
-    /// (a row without a file is a session that answers "unknown").
+    /// (a row without a file is a session that answers "unknown"), and its state in memory.
     async fn discard(&self, id: &UploadId) {
         if let Err(e) = self.staging.delete(id).await {
             tracing::warn!(upload = %id, error = %e, "cannot remove the file of a failed upload");
@@ -147,6 +153,7 @@ impl Registry {
         {
             tracing::warn!(upload = %id, error = %e, "cannot forget a failed upload; it will expire");
         }
+        self.sessions.forget(id);
     }
 
     /// Lock a session and check it still exists (a request we waited for may have finished
@@ -327,6 +334,10 @@ impl Registry {
         E: std::fmt::Display,
     {
         let mut progress = match guard.take() {
+            // Nothing hashed yet (a new session): hash with the digest's algorithm from the
+            // start, rather than hashing the body twice. The length check below still
+            // catches a file that is not empty.
+            Some(p) if p.len == 0 => Progress::new(digest.algorithm()),
             Some(p) => p,
             None => self.rehash(id, digest.algorithm()).await?,
         };

@@ -474,7 +474,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_failed_write_gives_every_share_of_the_budget_back() {
+    async fn a_file_that_cannot_be_opened_gives_every_share_of_the_budget_back() {
         // A folder where the upload file should be: the first batch fails to open it. Pieces
         // queued behind it must not keep their share of the budget, which every upload
         // draws on.
@@ -496,6 +496,29 @@ mod tests {
         assert!(refused, "pieces were taken after the write failed");
         assert_eq!(budget.available_permits(), BUDGET_UNITS);
         assert!(w.finish().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_midway_gives_every_share_of_the_budget_back() {
+        // /dev/full opens, and every write to it fails (no space): the failure comes from
+        // the write itself, as on a full disk.
+        let budget = Arc::new(tokio::sync::Semaphore::new(BUDGET_UNITS));
+        let path = PathBuf::from("/dev/full");
+        let mut w = Writer::new(path, Progress::new(Algorithm::Sha256), Sync::Never);
+        let mut refused = false;
+        for _ in 0..4 * QUEUE {
+            if w.send(&budget, Bytes::from(vec![1u8; CHUNK]))
+                .await
+                .is_err()
+            {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "pieces were taken after the write failed");
+        assert_eq!(budget.available_permits(), BUDGET_UNITS);
+        let e = w.finish().await.err().unwrap();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
     }
 
     #[tokio::test]
@@ -521,12 +544,23 @@ mod tests {
         let done = w.finish().await.unwrap();
         assert_eq!((done.progress.len, done.file_len), (3, 8));
 
+        // Several batches: the length is the one after the last.
+        let mut w = Writer::new(path.clone(), done.progress, Sync::Never);
+        for _ in 0..3 * QUEUE {
+            w.send(&budget, Bytes::from(vec![2u8; CHUNK]))
+                .await
+                .unwrap();
+        }
+        let done = w.finish().await.unwrap();
+        let len = (3 + 3 * QUEUE * CHUNK) as u64;
+        assert_eq!((done.progress.len, done.file_len), (len, len + 5));
+        assert_eq!(budget.available_permits(), BUDGET_UNITS);
+
         // No file: the error of the open, and nothing made.
         std::fs::remove_file(&path).unwrap();
         let w = Writer::new(path.clone(), Progress::new(Algorithm::Sha256), Sync::Never);
         let e = w.finish().await.err().unwrap();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
         assert!(!path.exists());
-        assert_eq!(budget.available_permits(), BUDGET_UNITS);
     }
 }

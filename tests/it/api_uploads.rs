@@ -414,17 +414,32 @@ async fn bytes_written_behind_the_servers_back_are_caught_before_they_become_a_b
     // The hash state of a session lives in memory (known from the start for a new session,
     // whose file is empty). Before a blob is stored, the file must hold exactly the bytes
     // hashed: if anything else wrote to it, the commit refuses, and the next request hashes
-    // the file again.
+    // the file again. The file's length is read back by the append when the PUT has a body,
+    // and looked up when it has none.
     let app = TestApp::new();
-    for (case, chunk) in [
-        ("with the last chunk", None),
-        ("after a chunk", Some("abc")),
-    ] {
-        let repo = if chunk.is_some() { "chunked" } else { "whole" };
+    let cases = [
+        ("last-chunk", None, "abc", b"xyzabc".as_slice()),
+        (
+            "chunk-then-empty-put",
+            Some("abc"),
+            "",
+            b"abcxyz".as_slice(),
+        ),
+        (
+            "chunk-then-last-chunk",
+            Some("abc"),
+            "def",
+            b"abcxyzdef".as_slice(),
+        ),
+    ];
+    for (repo, chunk, last, on_disk) in cases {
         let loc = app.start_upload(repo).await;
+        let mut hashed = Vec::new();
         if let Some(c) = chunk {
             app.call("PATCH", &loc, &[], c).await.assert(202);
+            hashed.extend_from_slice(c.as_bytes());
         }
+        hashed.extend_from_slice(last.as_bytes());
         let id = loc.rsplit('/').next().unwrap();
         let file = app.dir.path().join("uploads").join(id);
         let mut f = std::fs::OpenOptions::new()
@@ -434,23 +449,20 @@ async fn bytes_written_behind_the_servers_back_are_caught_before_they_become_a_b
         std::io::Write::write_all(&mut f, b"xyz").unwrap();
         drop(f);
 
-        let (body, on_disk) = match chunk {
-            None => ("abc", b"xyzabc".as_slice()),
-            Some(_) => ("", b"abcxyz".as_slice()),
-        };
-        let d = digest_of(b"abc");
-        app.call("PUT", &format!("{loc}?digest={d}"), &[], body)
+        let d = digest_of(&hashed);
+        app.call("PUT", &format!("{loc}?digest={d}"), &[], last)
             .await
             .assert_error(400, "BLOB_UPLOAD_INVALID");
         app.get(&format!("/v2/{repo}/blobs/{d}"))
             .await
             .assert_error(404, "BLOB_UNKNOWN");
-        assert_eq!(std::fs::read(&file).unwrap(), on_disk, "{case}");
+        assert_eq!(std::fs::read(&file).unwrap(), on_disk, "{repo}");
 
         // The retry hashes what the file holds.
         let r = app.get(&loc).await;
         r.assert(204);
-        assert_eq!(r.header("range"), Some("0-5"), "{case}");
+        let range = format!("0-{}", on_disk.len() - 1);
+        assert_eq!(r.header("range"), Some(range.as_str()), "{repo}");
         let d = digest_of(on_disk);
         app.call("PUT", &format!("{loc}?digest={d}"), &[], "")
             .await
@@ -461,7 +473,33 @@ async fn bytes_written_behind_the_servers_back_are_caught_before_they_become_a_b
                 .body
                 .as_ref(),
             on_disk,
-            "{case}"
+            "{repo}"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_session_whose_file_was_removed_is_unknown_not_an_error() {
+    // The file of a new session, or of one with a chunk, removed behind the server's back:
+    // the next request with a body finds the session gone (404), not a server error, and
+    // the session stays gone.
+    let app = TestApp::new();
+    for (repo, chunk) in [("fresh", None), ("chunked", Some("abc"))] {
+        for method in ["PATCH", "PUT"] {
+            let loc = app.start_upload(repo).await;
+            if let Some(c) = chunk {
+                app.call("PATCH", &loc, &[], c).await.assert(202);
+            }
+            let id = loc.rsplit('/').next().unwrap();
+            std::fs::remove_file(app.dir.path().join("uploads").join(id)).unwrap();
+            let uri = match method {
+                "PUT" => format!("{loc}?digest={}", digest_of(b"abcdef")),
+                _ => loc.clone(),
+            };
+            app.call(method, &uri, &[], "def")
+                .await
+                .assert_error(404, "BLOB_UPLOAD_UNKNOWN");
+            app.get(&loc).await.assert_error(404, "BLOB_UPLOAD_UNKNOWN");
+        }
     }
 }
