@@ -473,6 +473,26 @@ pub(super) fn rehash(path: &Path, alg: Algorithm) -> io::Result<Progress> {
 mod tests {
     use super::*;
 
+    /// Send pieces to a writer of `path` until it refuses one, which it must: its writes
+    /// fail. Every share of the budget must be back by then.
+    async fn send_until_refused(path: PathBuf) -> Writer {
+        let budget = Arc::new(tokio::sync::Semaphore::new(BUDGET_UNITS));
+        let mut w = Writer::new(path, Progress::new(Algorithm::Sha256), Sync::Never);
+        let mut refused = false;
+        for _ in 0..4 * QUEUE {
+            if w.send(&budget, Bytes::from(vec![1u8; CHUNK]))
+                .await
+                .is_err()
+            {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "pieces were taken after the write failed");
+        assert_eq!(budget.available_permits(), BUDGET_UNITS);
+        w
+    }
+
     #[tokio::test]
     async fn a_file_that_cannot_be_opened_gives_every_share_of_the_budget_back() {
         // A folder where the upload file should be: the first batch fails to open it. Pieces
@@ -481,20 +501,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("upload");
         std::fs::create_dir(&path).unwrap();
-        let budget = Arc::new(tokio::sync::Semaphore::new(BUDGET_UNITS));
-        let mut w = Writer::new(path, Progress::new(Algorithm::Sha256), Sync::Never);
-        let mut refused = false;
-        for _ in 0..4 * QUEUE {
-            if w.send(&budget, Bytes::from(vec![1u8; CHUNK]))
-                .await
-                .is_err()
-            {
-                refused = true;
-                break;
-            }
-        }
-        assert!(refused, "pieces were taken after the write failed");
-        assert_eq!(budget.available_permits(), BUDGET_UNITS);
+        let w = send_until_refused(path).await;
         assert!(w.finish().await.is_err());
     }
 
@@ -502,21 +509,7 @@ mod tests {
     async fn a_write_that_fails_midway_gives_every_share_of_the_budget_back() {
         // /dev/full opens, and every write to it fails (no space): the failure comes from
         // the write itself, as on a full disk.
-        let budget = Arc::new(tokio::sync::Semaphore::new(BUDGET_UNITS));
-        let path = PathBuf::from("/dev/full");
-        let mut w = Writer::new(path, Progress::new(Algorithm::Sha256), Sync::Never);
-        let mut refused = false;
-        for _ in 0..4 * QUEUE {
-            if w.send(&budget, Bytes::from(vec![1u8; CHUNK]))
-                .await
-                .is_err()
-            {
-                refused = true;
-                break;
-            }
-        }
-        assert!(refused, "pieces were taken after the write failed");
-        assert_eq!(budget.available_permits(), BUDGET_UNITS);
+        let w = send_until_refused(PathBuf::from("/dev/full")).await;
         let e = w.finish().await.err().unwrap();
         assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
     }
