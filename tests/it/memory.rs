@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use reqwest::header::{CONTENT_LENGTH, LOCATION};
 
-use crate::common::net::{absolute, client, fetch_hashed, patch_streamed, with_query};
+use crate::common::net::{
+    absolute, client, fetch_hashed, patch_streamed, start_upload, with_query,
+};
 use crate::common::{Server, require_tool};
 
 const SIZE: u64 = 2 << 30;
@@ -40,13 +42,7 @@ async fn two_gib_blob_streams_through_bounded_memory() {
     let base = server.url("");
     let started = Instant::now();
 
-    let r = client
-        .post(server.url("/v2/memory/big/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202);
-    let loc = absolute(&base, r.headers()[LOCATION].to_str().unwrap());
+    let loc = start_upload(&client, &base, "memory/big").await;
 
     let (r, digest) = patch_streamed(&client, &loc, 2024, SIZE).await;
     let loc = absolute(&base, r.headers()[LOCATION].to_str().unwrap());
@@ -146,13 +142,7 @@ async fn two_hundred_connections_push_and_pull_in_bounded_memory() {
                 let base = server.url("");
                 for round in 0..ROUNDS {
                     let repo = format!("many/c{i}");
-                    let r = c
-                        .post(server.url(&format!("/v2/{repo}/blobs/uploads/")))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(r.status().as_u16(), 202);
-                    let loc = absolute(&base, r.headers()[LOCATION].to_str().unwrap());
+                    let loc = start_upload(&c, &base, &repo).await;
                     let seed = (i * ROUNDS + round) as u64;
                     let (r, digest) = patch_streamed(&c, &loc, seed, BLOB_BYTES).await;
                     let loc = absolute(&base, r.headers()[LOCATION].to_str().unwrap());
@@ -299,13 +289,7 @@ async fn stalled_uploads_hold_no_thread() {
     let sent = vec![7u8; 300 * 1024];
     let mut conns = Vec::new();
     for i in 0..STALLED {
-        let r = c
-            .post(server.url(&format!("/v2/stall/u{i}/blobs/uploads/")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 202);
-        let loc = absolute(&base, r.headers()[LOCATION].to_str().unwrap());
+        let loc = start_upload(&c, &base, &format!("stall/u{i}")).await;
         let path = loc
             .strip_prefix(base.trim_end_matches('/'))
             .unwrap()
@@ -373,11 +357,9 @@ async fn a_burst_of_requests_waits_for_database_turns_not_threads() {
             tokio::spawn(async move {
                 let c = client();
                 let base = server.url("");
-                let start = server.url(&format!("/v2/burst/c{i}/blobs/uploads/"));
+                let repo = format!("burst/c{i}");
                 for _ in 0..BURST_REQUESTS {
-                    let r = c.post(&start).send().await.unwrap();
-                    assert_eq!(r.status().as_u16(), 202);
-                    let loc = absolute(&base, r.headers()[LOCATION].to_str().unwrap());
+                    let loc = start_upload(&c, &base, &repo).await;
                     let r = c.delete(&loc).send().await.unwrap();
                     assert_eq!(r.status().as_u16(), 204);
                 }
